@@ -1,0 +1,51 @@
+# Everything a fresh clone needs: `make quickstart` runs the quickstart study, `make test`
+# runs the whole suite. Both create .venv and install the project first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch, installed before the project so that the project's torch range is
+# already satisfied and pip does not pull a multi-GB CUDA build. GPU machines: install the
+# CUDA torch you want first (or `make TORCH_SPEC=torch install`).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install quickstart test lint format bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+quickstart: install
+	$(BIN)/hpo run studies/quickstart.yaml --workers 2
+	@echo "next: . $(VENV)/bin/activate && hpo status quickstart && hpo report quickstart"
+
+test: install
+	@# PostgreSQL is part of every developer and CI machine; start it if it is down.
+	-@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start 2>/dev/null || true
+	@# Headless Chromium renders optuna-dashboard in tests/test_dashboard.py (Debian's package).
+	-@command -v chromium >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  >/dev/null) 2>/dev/null || true
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python benchmarks/train_throughput.py --epochs 5 --repeats 5 --threads 1
+	$(BIN)/python benchmarks/coordination.py --processes 8 --sleep 0.2 --trials 400
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache hpo.db checkpoints

@@ -1,0 +1,208 @@
+"""Coordination overhead: hpo's workers against plain Optuna on the same storage and objective.
+
+The objective sleeps a fixed time, so every second beyond ``trials x sleep / processes`` is
+coordination: sampling, storage round trips, process start-up. Both sides use TPE (or
+random) over the same 4 parameters (x, y, a log-scaled lr, a categorical) on a fresh
+PostgreSQL database (or SQLite file), in the same run.
+
+- plain Optuna, as its docs recommend: P processes, each ``study.optimize`` with
+  ``MaxTrialsCallback(n_trials)`` on a shared RDB storage;
+- hpo: one ``hpo worker STUDY --processes P`` (one worker per machine, P trial processes),
+  and P separate ``hpo worker --processes 1`` (as P machines would).
+
+Efficiency = finished trials per second / (P / sleep). Overshoot = trials created beyond the
+budget.
+
+    python benchmarks/coordination.py --processes 8 --sleep 0.2 --trials 400 --sampler tpe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import sqlalchemy as sa
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PG_ADMIN = os.environ.get("HPO_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+SPEC = """\
+name: coord
+objective: coordination_objective:objective
+metric: loss
+direction: minimize
+search_space:
+  x: {{type: float, low: -10, high: 10}}
+  y: {{type: int, low: -10, high: 10}}
+  lr: {{type: float, low: 1.0e-5, high: 1.0e-1, log: true}}
+  opt: {{type: categorical, choices: [adam, sgd, rmsprop]}}
+fixed: {{sleep: {sleep}}}
+sampler: {{type: {sampler}, seed: 0}}
+budget: {{n_trials: {trials}}}
+"""
+
+
+def fresh_storage(kind: str, tmp: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp / f'{uuid.uuid4().hex[:8]}.db'}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    name = f"hpo_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as con:
+        con.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    return sa.engine.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_storage(url: str) -> None:
+    if url.startswith("postgresql"):
+        name = sa.engine.make_url(url).database
+        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        with admin.connect() as con:
+            con.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def env() -> dict[str, str]:
+    path = os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def count(url: str, name: str) -> tuple[int, int]:
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    done = sum(t.state.is_finished() for t in trials)
+    return len(trials), done
+
+
+def run_plain(url: str, args: argparse.Namespace) -> dict[str, float]:
+    sampler = (
+        "optuna.samplers.TPESampler(seed=None)"
+        if args.sampler == "tpe"
+        else "optuna.samplers.RandomSampler()"
+    )
+    optuna.create_study(study_name="plain", storage=url)
+    code = f"""
+import optuna, coordination_objective as c
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.load_study(study_name="plain", storage={url!r}, sampler={sampler})
+cap = optuna.study.MaxTrialsCallback({args.trials}, states=None)
+study.optimize(c.plain({args.sleep}), callbacks=[cap])
+"""
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env()) for _ in range(args.processes)
+    ]
+    for p in procs:
+        p.wait()
+    wall = time.perf_counter() - start
+    created, done = count(url, "plain")
+    return summarize("optuna (MaxTrialsCallback)", wall, created, done, args)
+
+
+def run_hpo(url: str, args: argparse.Namespace, separate: bool) -> dict[str, float]:
+    spec = Path(args.tmp) / "coord.yaml"
+    spec.write_text(SPEC.format(sleep=args.sleep, sampler=args.sampler, trials=args.trials))
+    hpo = [sys.executable, "-m", "hpo.cli"]
+    subprocess.run(
+        [*hpo, "create", str(spec), "--storage", url],
+        check=True,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+    )
+    start = time.perf_counter()
+    if separate:
+        cmds = [[*hpo, "worker", "coord", "--processes", "1"]] * args.processes
+    else:
+        cmds = [[*hpo, "worker", "coord", "--processes", str(args.processes)]]
+    procs = [
+        subprocess.Popen(
+            [*c, "--storage", url], env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for c in cmds
+    ]
+    for p in procs:
+        p.wait()
+    wall = time.perf_counter() - start
+    created, done = count(url, "coord")
+    label = (
+        f"hpo ({args.processes} x worker -p 1)" if separate else f"hpo (worker -p {args.processes})"
+    )
+    return summarize(label, wall, created, done, args)
+
+
+def summarize(label: str, wall: float, created: int, done: int, args: argparse.Namespace) -> dict:
+    ideal = args.processes / args.sleep
+    rate = done / wall
+    return {
+        "setup": label,
+        "processes": args.processes,
+        "sleep_s": args.sleep,
+        "sampler": args.sampler,
+        "budget": args.trials,
+        "created": created,
+        "finished": done,
+        "overshoot": created - args.trials,
+        "wall_s": round(wall, 2),
+        "trials_per_s": round(rate, 2),
+        "efficiency": round(rate / ideal, 3),
+        "overhead_ms_per_trial": round(
+            (wall * args.processes / max(done, 1) - args.sleep) * 1000, 1
+        ),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--processes", type=int, default=8)
+    p.add_argument("--sleep", type=float, default=0.2)
+    p.add_argument("--trials", type=int, default=400)
+    p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+    p.add_argument("--storage", choices=["postgres", "sqlite"], default="postgres")
+    p.add_argument("--only", choices=["plain", "hpo", "hpo-separate"], nargs="*")
+    p.add_argument("--json", type=Path, help="append the rows to this JSON-lines file")
+    args = p.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    runs = {
+        "plain": lambda url: run_plain(url, args),
+        "hpo": lambda url: run_hpo(url, args, separate=False),
+        "hpo-separate": lambda url: run_hpo(url, args, separate=True),
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        args.tmp = tmp
+        for name in args.only or list(runs):
+            url = fresh_storage(args.storage, Path(tmp))
+            try:
+                rows.append(runs[name](url))
+            finally:
+                drop_storage(url)
+    cols = [
+        "setup",
+        "created",
+        "overshoot",
+        "wall_s",
+        "trials_per_s",
+        "efficiency",
+        "overhead_ms_per_trial",
+    ]
+    print(
+        f"{args.processes} processes x {args.sleep} s, {args.trials} trials, {args.sampler}, "
+        f"{args.storage}"
+    )
+    print(" | ".join(cols))
+    for r in rows:
+        print(" | ".join(str(r[c]) for c in cols))
+    if args.json:
+        with args.json.open("a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""Everything the CLI prints: progress, tables, YAML/JSON/CSV documents."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from hpo._watch import RunningTrial, Snapshot
+    from hpo.study import Status, Study
+    from hpo.worker import Progress, Summary
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def progress(name: str) -> Iterator[Callable[[Progress], None]]:
+    """A live bar on a terminal; one line per change of the counts otherwise (logs, CI)."""
+    if err.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
+
+        bar = Bar(
+            TextColumn(f"[bold]{name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+        task = bar.add_task(name, total=None, detail="starting")
+        with bar:
+
+            def update(p: Progress) -> None:
+                bar.update(task, completed=p.finished, total=p.budget, detail=_detail(p))
+
+            yield update
+        return
+
+    last: list[Any] = [None]
+
+    def log_line(p: Progress) -> None:
+        key = (p.finished, p.running, p.best)
+        if key != last[0]:
+            last[0] = key
+            total = p.budget if p.budget is not None else "?"
+            err.print(f"[{name}] {p.finished}/{total} {_detail(p)}", markup=False)
+
+    yield log_line
+
+
+def _detail(p: Progress) -> str:
+    best = f"best {p.best:.6g} (#{p.best_number})" if p.best is not None else "best -"
+    return f"{best} | running {p.running} | pruned {p.pruned} | failed {p.failed}"
+
+
+def print_summary(study: Study, summary: Summary) -> None:
+    from hpo.study import status
+
+    st = status(study)
+    err.print(
+        f"{study.name}: this worker ran {summary.ran} trial(s) "
+        f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed, "
+        f"{summary.retried} retried); {summary.stop_reason or 'done'}"
+    )
+    _print_failures(study)
+    _print_best(st)
+
+
+def _print_failures(study: Study) -> None:
+    """The commonest reasons trials failed: a typo in `fixed` fails every trial the same way."""
+    from collections import Counter
+
+    from optuna.trial import TrialState
+
+    reasons = Counter(
+        str(t.user_attrs.get("fail_reason", "no reason recorded"))
+        for t in study.optuna.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    )
+    for reason, n in reasons.most_common(3):
+        err.print(f"failed {n}x: {reason}", markup=False)
+
+
+def _print_best(st: Status) -> None:
+    if not st.best_trials:
+        out.print("no completed trial")
+        return
+    if st.best is not None:
+        # One trial: a vertical table stays readable however many parameters there are.
+        t = st.best
+        table = Table(title=f"best trial #{t.number}", show_header=False)
+        table.add_column("key", style="bold")
+        table.add_column("value")
+        table.add_row(st.metrics[0], _fmt(t.value))
+        for k, v in t.params.items():
+            table.add_row(k, _fmt(v))
+        out.print(table)
+        return
+    table = Table(title=f"Pareto front ({len(st.best_trials)} trials)")
+    table.add_column("trial", justify="right")
+    for m, d in zip(st.metrics, st.directions, strict=True):
+        table.add_column(f"{m} ({d[:3]})", justify="right")
+    params = sorted({k for t in st.best_trials for k in t.params})
+    for k in params:
+        table.add_column(k)
+    for t in st.best_trials[:20]:
+        table.add_row(
+            str(t.number), *[_fmt(v) for v in t.values], *[_fmt(t.params.get(k)) for k in params]
+        )
+    out.print(table)
+
+
+def print_status(st: Status, fmt: str) -> None:
+    if fmt == "json":
+        out.print_json(json.dumps(status_dict(st), default=str))
+        return
+    budget = st.n_trials if st.n_trials is not None else "unlimited"
+    counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(st.counts.items())) or "no trials"
+    out.print(f"[bold]{st.name}[/]  {st.finished}/{budget} finished  ({counts})")
+    if st.stop:
+        out.print(f"stop requested: {st.stop}")
+    _print_best(st)
+    if st.running:
+        table = Table(title="running trials")
+        for col in ("trial", "host", "gpu", "epoch", "started"):
+            table.add_column(col)
+        for t in st.running:
+            epoch = max(t.intermediate_values) if t.intermediate_values else "-"
+            started = t.datetime_start.strftime("%H:%M:%S") if t.datetime_start else "-"
+            table.add_row(
+                str(t.number),
+                str(t.user_attrs.get("host", "-")),
+                str(t.user_attrs.get("gpu") or "cpu"),
+                str(epoch),
+                started,
+            )
+        out.print(table)
+    if st.workers:
+        table = Table(title="workers")
+        for col in ("host", "pid", "slot", "gpu", "state", "trial", "last heartbeat (UTC)"):
+            table.add_column(col)
+        for w in st.workers:
+            table.add_row(
+                w["host"],
+                str(w["pid"]),
+                str(w["slot"]),
+                w["gpu"] or "cpu",
+                w["state"],
+                "-" if w["trial_number"] is None else str(w["trial_number"]),
+                w["heartbeat_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            )
+        out.print(table)
+
+
+def status_dict(st: Status) -> dict[str, Any]:
+    return {
+        "study": st.name,
+        "budget": st.n_trials,
+        "finished": st.finished,
+        "counts": dict(st.counts),
+        "stop": st.stop,
+        "best": [
+            {"trial": t.number, "values": t.values, "params": t.params} for t in st.best_trials
+        ],
+        "running": [
+            {
+                "trial": t.number,
+                "host": t.user_attrs.get("host"),
+                "gpu": t.user_attrs.get("gpu"),
+                "epoch": max(t.intermediate_values) if t.intermediate_values else None,
+            }
+            for t in st.running
+        ],
+        "workers": [dict(w) for w in st.workers],
+    }
+
+
+def print_list(studies: Sequence[Mapping[str, Any]], fmt: str) -> None:
+    if fmt == "json":
+        out.print_json(json.dumps(list(studies)))
+        return
+    if not studies:
+        out.print("no studies")
+        return
+    table = Table()
+    for col in ("study", "directions", "trials", "created"):
+        table.add_column(col)
+    for s in studies:
+        table.add_row(s["name"], ",".join(s["directions"]), str(s["trials"]), s["created"] or "-")
+    out.print(table)
+
+
+def dump(doc: Mapping[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(doc, indent=2, default=str) + "\n"
+    return yaml.safe_dump(json.loads(json.dumps(doc, default=str)), sort_keys=False)
+
+
+def export_text(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(list(rows), indent=2) + "\n"
+    params = sorted({k for r in rows for k in r["params"]})
+    attrs = sorted({k for r in rows for k in r["user_attrs"]})
+    n_values = max((len(r["values"] or ()) for r in rows), default=1)
+    value_cols = ["value"] if n_values <= 1 else [f"value_{i}" for i in range(n_values)]
+    header = [
+        "number",
+        "state",
+        *value_cols,
+        "datetime_start",
+        "datetime_complete",
+        "duration_s",
+        "epochs_run",
+        "retry_of",
+        *[f"params_{k}" for k in params],
+        *[f"user_attrs_{k}" for k in attrs],
+    ]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        values = list(r["values"] or [])
+        values += [None] * (len(value_cols) - len(values))
+        w.writerow(
+            [
+                r["number"],
+                r["state"],
+                *values,
+                r["datetime_start"],
+                r["datetime_complete"],
+                r["duration_s"],
+                r["epochs_run"],
+                r["retry_of"],
+                *[_cell(r["params"].get(k)) for k in params],
+                *[_cell(r["user_attrs"].get(k)) for k in attrs],
+            ]
+        )
+    return buf.getvalue()
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    return "" if v is None else v
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+# -- hpo status --watch -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def watching() -> Iterator[Callable[[Snapshot], None]]:
+    """A table redrawn in place on a terminal; a block of plain lines per refresh otherwise."""
+    if out.is_terminal:
+        from rich.live import Live
+
+        with Live(console=out, auto_refresh=False, transient=False) as live:
+            yield lambda snap: live.update(watch_table(snap), refresh=True)
+        return
+
+    def print_block(snap: Snapshot) -> None:
+        out.print("\n".join(watch_lines(snap)) + "\n", markup=False)
+
+    yield print_block
+
+
+def watch_table(snap: Snapshot) -> Table:
+    table = Table(title=f"{snap.name}  {snap.at:%H:%M:%S}", show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in _watch_rows(snap):
+        table.add_row(key, value)
+    if snap.running:
+        runs = Table("trial", "worker", "gpu", "epoch", "running for", box=None, pad_edge=False)
+        for r in snap.running:
+            runs.add_row(*_running_cells(r))
+        table.add_row("running", runs)
+    return table
+
+
+def watch_lines(snap: Snapshot) -> list[str]:
+    """The same content as :func:`watch_table`, one line per row, for logs and pipes."""
+    lines = [f"[{snap.at:%H:%M:%S}] {snap.name}"]
+    lines += [f"  {key}: {value}" for key, value in _watch_rows(snap)]
+    for r in snap.running:
+        number, worker, gpu, epoch, elapsed = _running_cells(r)
+        lines.append(f"  running #{number} on {worker} ({gpu}): epoch {epoch}, {elapsed}")
+    return lines
+
+
+def _watch_rows(snap: Snapshot) -> list[tuple[str, str]]:
+    budget = "unlimited" if snap.budget is None else str(snap.budget)
+    counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(snap.counts.items())) or "no trials"
+    if snap.best_values is not None:
+        best = f"{_fmt(snap.best_values[0])} (trial #{snap.best_number}, {snap.metrics[0]})"
+    elif snap.pareto_size:
+        best = f"Pareto front of {snap.pareto_size} trial(s)"
+    else:
+        best = "-"
+    rate = "-" if snap.rate_per_min is None else f"{snap.rate_per_min:.2f} trials/min"
+    rows = [
+        ("finished", f"{snap.done}/{budget}  ({counts})"),
+        ("best", best),
+        ("rate", rate),
+        ("time to finish", _eta(snap)),
+    ]
+    if snap.stop:
+        rows.append(("stop requested", snap.stop))
+    return rows
+
+
+def _running_cells(r: RunningTrial) -> tuple[str, str, str, str, str]:
+    elapsed = "-" if r.elapsed_s is None else _seconds(r.elapsed_s)
+    epoch = "-" if r.epoch is None else str(r.epoch)
+    return str(r.number), r.worker, r.gpu or "cpu", epoch, elapsed
+
+
+def _eta(snap: Snapshot) -> str:
+    if snap.finished:
+        return "finished"
+    if snap.eta_s is None:
+        return "-" if snap.budget is not None else "- (no trial budget)"
+    return f"~{_seconds(snap.eta_s)} ({snap.remaining} trial(s) left)"
+
+
+def _seconds(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

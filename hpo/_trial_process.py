@@ -1,0 +1,289 @@
+"""The trial process: runs objectives for a worker, one trial at a time.
+
+A worker keeps one such process per GPU slot. The process never touches the database: its
+trial is a :class:`RemoteTrial` whose parameters were sampled by the worker, and whose
+``report`` / ``should_prune`` / ``set_user_attr`` travel over a pipe to the worker, which
+applies them to the real Optuna trial. So a process costs no database connection, imports
+torch and the objective once, and can be killed at any time without corrupting anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as dt
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
+from optuna.trial import BaseTrial
+
+from hpo.context import TrialContext
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What the worker sends to run one trial."""
+
+    trial_id: int
+    number: int
+    params: Mapping[str, Any]
+    distributions: Mapping[str, str]  # name -> distribution JSON
+    user_attrs: Mapping[str, Any]
+    system_attrs: Mapping[str, Any]
+    context: TrialContext
+    datetime_start: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What the process sends back when the objective returns or raises."""
+
+    trial_id: int
+    state: str  # "COMPLETE" | "PRUNED" | "FAIL"
+    values: tuple[float, ...] | None = None
+    reason: str | None = None
+    duration_s: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class RemoteError(RuntimeError):
+    """An Optuna call the worker made on this trial's behalf raised."""
+
+
+class RemoteTrial(BaseTrial):
+    """An Optuna trial whose storage operations are done by the worker process.
+
+    Parameters in the spec's search space were sampled before the trial started, so
+    ``suggest_*`` for them is a local lookup; a parameter outside the spec (a plain
+    Optuna objective's define-by-run parameter) is sampled by the worker on request.
+    """
+
+    def __init__(self, conn: Connection, job: TrialJob) -> None:
+        self._conn = conn
+        self._job = job
+        self._params = dict(job.params)
+        self._dists = {k: json_to_distribution(v) for k, v in job.distributions.items()}
+        self._user_attrs = dict(job.user_attrs)
+        self._system_attrs = dict(job.system_attrs)
+
+    # -- sampling ----------------------------------------------------------------------
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        from optuna.distributions import FloatDistribution
+
+        return self._suggest(name, FloatDistribution(low, high, step=step, log=log))
+
+    def suggest_uniform(self, name: str, low: float, high: float) -> float:
+        return self.suggest_float(name, low, high)
+
+    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
+        return self.suggest_float(name, low, high, log=True)
+
+    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
+        return self.suggest_float(name, low, high, step=q)
+
+    def suggest_int(
+        self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
+    ) -> int:
+        from optuna.distributions import IntDistribution
+
+        return int(self._suggest(name, IntDistribution(low, high, step=step, log=log)))
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:  # type: ignore[override]
+        from optuna.distributions import CategoricalDistribution
+
+        return self._suggest(name, CategoricalDistribution(choices))
+
+    def _suggest(self, name: str, dist: BaseDistribution) -> Any:
+        if name in self._params and self._dists.get(name) == dist:
+            return self._params[name]
+        value = self._call("suggest", name, distribution_to_json(dist))
+        self._params[name] = value
+        self._dists[name] = dist
+        return value
+
+    # -- reporting ---------------------------------------------------------------------
+    def report(self, value: float, step: int) -> None:
+        if len(self._job.context.directions) > 1:
+            raise NotImplementedError("trial.report is not supported for multi-objective studies")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"the reported value must be a float, got {value!r}") from None
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"the step must be a non-negative int, got {step!r}")
+        # Fire and forget: the pipe keeps order, and a round trip per epoch buys nothing.
+        self._conn.send(("cast", "report", (value, step)))
+
+    def should_prune(self) -> bool:
+        if len(self._job.context.directions) > 1:
+            raise NotImplementedError("trial.should_prune is not supported for multi-objective")
+        return bool(self._call("should_prune"))
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self._user_attrs[key] = value
+        self._conn.send(("cast", "set_user_attr", (key, value)))
+
+    def set_system_attr(self, key: str, value: Any) -> None:
+        self._system_attrs[key] = value
+        self._conn.send(("cast", "set_system_attr", (key, value)))
+
+    def set_constraint(self, key: str, value: float) -> None:
+        raise NotImplementedError("constraints are not supported by hpo workers")
+
+    # -- read-only views ---------------------------------------------------------------
+    @property
+    def number(self) -> int:
+        return self._job.number
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    @property
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return dict(self._dists)
+
+    @property
+    def user_attrs(self) -> dict[str, Any]:
+        return dict(self._user_attrs)
+
+    @property
+    def system_attrs(self) -> dict[str, Any]:
+        return dict(self._system_attrs)
+
+    @property
+    def datetime_start(self) -> dt.datetime | None:
+        return self._job.datetime_start
+
+    @property
+    def relative_params(self) -> dict[str, Any]:
+        return {}
+
+    def _call(self, method: str, *args: Any) -> Any:
+        self._conn.send(("call", method, args))
+        kind, payload = self._conn.recv()
+        if kind == "err":
+            raise RemoteError(payload)
+        return payload
+
+
+def main(conn: Connection, objective_ref: str, env: Mapping[str, str], parent: int) -> None:
+    """Entry point of a trial process (spawned, so CUDA is initialised here, not inherited)."""
+    os.environ.update(env)  # CUDA_VISIBLE_DEVICES must be set before torch is imported
+    _die_with_parent(parent)
+    # Ctrl-C in a terminal reaches the whole process group; only the worker decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from hpo.errors import SpecError
+    from hpo.spec import objective_arity, resolve_objective
+
+    try:
+        objective = resolve_objective(objective_ref)
+        arity = objective_arity(objective)
+    except SpecError as e:
+        conn.send(("fatal", str(e)))
+        return
+    _set_threads(env)
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg[0] == "exit":
+            return
+        job: TrialJob = msg[1]
+        outcome = run_trial(conn, job, objective, arity)
+        try:
+            conn.send(("done", outcome))
+        except (BrokenPipeError, OSError):
+            return
+
+
+def run_trial(
+    conn: Connection, job: TrialJob, objective: Callable[..., Any], arity: int
+) -> TrialOutcome:
+    """Call the objective and map how it ended to a trial state, the way Optuna does."""
+    trial = RemoteTrial(conn, job)
+    start = time.perf_counter()
+    n = len(job.context.directions)
+    try:
+        result = objective(trial) if arity == 1 else objective(trial, job.context)
+        values = _as_values(result, n)
+        state, reason = "COMPLETE", None
+    except optuna.TrialPruned as e:
+        values, state, reason = None, "PRUNED", str(e) or None
+    except (BrokenPipeError, EOFError):
+        raise  # the worker is gone; nothing left to report to
+    except Exception as e:  # an objective may raise anything; the trial fails, we go on
+        values, state, reason = None, "FAIL", f"{type(e).__name__}: {' '.join(str(e).split())}"
+        _release_memory(e)
+    return TrialOutcome(
+        trial_id=job.trial_id,
+        state=state,
+        values=values,
+        reason=reason,
+        duration_s=time.perf_counter() - start,
+    )
+
+
+def _as_values(result: Any, n: int) -> tuple[float, ...]:
+    seq = result if isinstance(result, list | tuple) else (result,)
+    if len(seq) != n:
+        raise ValueError(f"the objective returned {len(seq)} values for {n} objective(s)")
+    values = []
+    for v in seq:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise TypeError(f"the objective returned {v!r}, not a number") from None
+        if math.isnan(f):
+            raise ValueError("the objective returned NaN")
+        values.append(f)
+    return tuple(values)
+
+
+def _release_memory(e: BaseException) -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def _set_threads(env: Mapping[str, str]) -> None:
+    threads = env.get("OMP_NUM_THREADS")
+    torch = sys.modules.get("torch")
+    if threads and torch is not None:
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_threads(int(threads))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when its worker dies, so no orphan keeps a GPU."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    # The worker died before prctl took effect. Compared with its pid, not with 1: in a
+    # container without an init the worker itself is pid 1.
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def checkpoint_dir(root: str, study: str, logical_number: int) -> Path:
+    return Path(root).expanduser() / study / f"trial-{logical_number:06d}"

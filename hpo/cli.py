@@ -1,0 +1,568 @@
+"""The ``hpo`` command: a thin layer over the library; output formatting lives in _console."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from hpo import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+checkpoint_option = click.option(
+    "--checkpoint-dir",
+    envvar="HPO_CHECKPOINT_DIR",
+    metavar="DIR",
+    help="Checkpoint root, overriding the spec's (env HPO_CHECKPOINT_DIR); on several "
+    "machines, a directory they all share.",
+)
+gpus_option = click.option(
+    "--gpus",
+    metavar="IDS",
+    envvar="HPO_GPUS",
+    help="Comma-separated GPU indices, or 'all' / 'none' [default: all visible].",
+)
+output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of stdout.",
+)
+storage_option = click.option(
+    "--storage",
+    envvar="HPO_STORAGE",
+    metavar="URL",
+    help="Study storage URL (env HPO_STORAGE; default: the spec's, else sqlite:///hpo.db).",
+)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn the library's errors into one line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from hpo.errors import HpoError
+
+        # Known before anything can fail, so every message can be scrubbed of its password;
+        # and no record of the command line (a retrain manifest, say) carries it.
+        _remember(kwargs.get("storage"))
+        sys.argv[1:] = [_scrub(a, one_line=False) for a in sys.argv[1:]]
+        try:
+            _quiet_optuna()
+            return fn(*args, **kwargs)
+        except HpoError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as e:  # last resort: one line, with the secret scrubbed
+            if os.environ.get("HPO_DEBUG"):
+                raise
+            import sqlalchemy as sa
+
+            from hpo.storage import is_transient
+
+            if is_transient(e):
+                _fail(f"storage unreachable: {_scrub(_db_reason(e))}", 1)
+            if isinstance(e, sa.exc.DBAPIError):  # e.g. permission denied for a read-only role
+                _fail(f"storage error: {_scrub(_db_reason(e))}", 1)
+            kind = f"internal error ({type(e).__name__})"
+            _fail(f"{kind}: {_scrub(str(e))} (set HPO_DEBUG=1 for a traceback)", 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _db_reason(e: BaseException) -> str:
+    """The driver's own first line, without SQLAlchemy's SQL echo and background link."""
+    orig = getattr(e, "orig", None) or getattr(e, "__cause__", None) or e
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(e).__name__
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"hpo: error: {_scrub(message)}", err=True)
+    sys.exit(code)
+
+
+def _scrub(text: str, *, one_line: bool = True) -> str:
+    """Remove any password of a storage URL the process knows about from ``text``."""
+    import re
+
+    if one_line:
+        text = " ".join(text.split())
+    # scheme://user:password@host -> scheme://user:***@host, whatever the URL
+    text = re.sub(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    for url in filter(None, [os.environ.get("HPO_STORAGE"), *_CLI_URLS]):
+        try:
+            from sqlalchemy.engine import make_url
+
+            pw = make_url(url).password
+        except Exception:
+            pw = None
+        if pw and len(pw) >= 8:
+            text = text.replace(pw, "***")
+        elif pw:  # a short one only as a whole word, or "r" would mask every "r" in the text
+            text = re.sub(rf"(?<!\w){re.escape(pw)}(?!\w)", "***", text)
+    return text[:2000] if one_line else text
+
+
+_CLI_URLS: list[str] = []
+
+
+def _remember(url: str | None) -> str | None:
+    if url:
+        _CLI_URLS.append(url)
+    return url
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="hpo")
+@click.option(
+    "-v", "--verbose", count=True, help="Log each trial (-v) and Optuna's messages (-vv)."
+)
+def main(verbose: int) -> None:
+    """Hyperparameter optimization for PyTorch training on Optuna.
+
+    Describe a study in YAML, run it with `hpo run SPEC`, join it from other machines with
+    `hpo worker STUDY`, and watch it with `hpo status` or `hpo dashboard`.
+    """
+    global _VERBOSE
+    _VERBOSE = verbose
+    level = logging.WARNING if verbose == 0 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+_VERBOSE = 0
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs every trial at INFO; hpo has its own progress output unless -vv."""
+    import optuna
+
+    optuna.logging.set_verbosity(logging.INFO if _VERBOSE > 1 else logging.WARNING)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@storage_option
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    envvar="HPO_WORKERS",
+    help="Local trial processes.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop starting trials after this long (default: the spec's budget.timeout).",
+)
+@click.option("--force", is_flag=True, help="Replace a stored spec that differs from SPEC.")
+@checkpoint_option
+@gpus_option
+@handle_errors
+def run(
+    spec: Path,
+    storage: str | None,
+    workers: int,
+    timeout: float | None,
+    force: bool,
+    checkpoint_dir: str | None,
+    gpus: str | None,
+) -> None:
+    """Create or resume the study in SPEC and run it until its budget is spent."""
+    from hpo import _console
+    from hpo.run import run as run_study
+    from hpo.spec import load_spec
+
+    loaded = load_spec(spec)
+    with _console.progress(loaded.name) as on_progress:
+        study, summary = run_study(
+            loaded,
+            storage=_remember(storage),
+            workers=workers,
+            gpus=_parse_gpus(gpus, None),
+            force=force,
+            timeout=timeout,
+            checkpoint_dir=checkpoint_dir,
+            on_progress=on_progress,
+        )
+    _console.print_summary(study, summary)
+    sys.exit(_exit_code(summary))
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@storage_option
+@click.option("--force", is_flag=True, help="Replace a stored spec that differs from SPEC.")
+@handle_errors
+def create(spec: Path, storage: str | None, force: bool) -> None:
+    """Create the study in SPEC (or check it matches the stored one), without running it."""
+    from hpo.spec import load_spec
+    from hpo.study import create_study
+
+    study = create_study(load_spec(spec), _remember(storage), force=force)
+    click.echo(f"study {study.name!r} ready in {study.masked_url}")
+
+
+@main.command()
+@click.argument("study", envvar="HPO_STUDY")
+@storage_option
+@checkpoint_option
+@click.option(
+    "-p",
+    "--processes",
+    type=click.IntRange(1, 256),
+    default=None,
+    envvar="HPO_PROCESSES",
+    help="CPU trial processes when no GPU is used [default: 1].",
+)
+@gpus_option
+@click.option(
+    "--per-gpu",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    envvar="HPO_PER_GPU",
+    help="Trial processes packed onto each GPU.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop starting trials after this long.",
+)
+@handle_errors
+def worker(
+    study: str,
+    storage: str | None,
+    processes: int | None,
+    gpus: str | None,
+    per_gpu: int,
+    timeout: float | None,
+    checkpoint_dir: str | None,
+) -> None:
+    """Join STUDY (env HPO_STUDY) from this machine: one trial process per GPU slot."""
+    from hpo import _console
+    from hpo.run import join
+
+    gpu_ids = _parse_gpus(gpus, processes)
+    if not gpu_ids and gpus in (None, "all") and processes is None:
+        _console.err.print("no GPU visible: running 1 CPU trial process (see --processes)")
+    with _console.progress(study) as on_progress:
+        loaded, summary = join(
+            study,
+            storage=_remember(storage),
+            processes=processes or 1,
+            gpus=gpu_ids,
+            per_gpu=per_gpu,
+            timeout=timeout,
+            checkpoint_dir=checkpoint_dir,
+            on_progress=on_progress,
+        )
+    _console.print_summary(loaded, summary)
+    sys.exit(_exit_code(summary))
+
+
+@main.command()
+@click.argument("study")
+@storage_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option(
+    "--watch", is_flag=True, help="Refresh until the study is finished (or Ctrl-C): rate, ETA."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between refreshes with --watch.",
+)
+@handle_errors
+def status(study: str, storage: str | None, fmt: str, watch: bool, interval: float) -> None:
+    """Show counts by state, the best trial, running trials and the worker fleet."""
+    from hpo import _console
+    from hpo.study import load_study
+    from hpo.study import status as study_status
+
+    if watch:
+        if fmt != "table":
+            raise click.UsageError("--watch draws a table; it cannot be used with --format json")
+        from hpo._watch import watch as watch_study
+
+        with _console.watching() as show:
+            watch_study(load_study(study, _remember(storage)), show, interval=interval)
+        return
+    st = study_status(load_study(study, _remember(storage)))
+    _console.print_status(st, fmt)
+
+
+@main.command()
+@click.argument("study")
+@storage_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
+)
+@output_option
+@handle_errors
+def best(study: str, storage: str | None, fmt: str, output: Path | None) -> None:
+    """Print the best trial's parameters (a document `fixed:` or `hpo retrain` can take)."""
+    from hpo import _console
+    from hpo.study import best_params, load_study
+
+    text = _console.dump(best_params(load_study(study, _remember(storage))), fmt)
+    _write(text, output)
+
+
+@main.command(name="list")
+@storage_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@handle_errors
+def list_cmd(storage: str | None, fmt: str) -> None:
+    """List the studies in the storage."""
+    from hpo import _console
+    from hpo.study import list_studies
+
+    _console.print_list(list_studies(_remember(storage)), fmt)
+
+
+@main.command()
+@click.argument("study")
+@storage_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@output_option
+@handle_errors
+def export(study: str, storage: str | None, fmt: str, output: Path | None) -> None:
+    """Export every trial: params, values, state, duration, epochs and user attributes."""
+    from hpo import _console
+    from hpo.study import load_study, trial_rows
+
+    rows = list(trial_rows(load_study(study, _remember(storage))))
+    _write(_console.export_text(rows, fmt), output)
+
+
+@main.command()
+@click.argument("study")
+@storage_option
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def delete(study: str, storage: str | None, yes: bool) -> None:
+    """Delete STUDY and all its trials from the storage."""
+    from hpo.errors import UsageError
+    from hpo.study import delete_study
+
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("refusing to delete without --yes when not run interactively")
+        click.confirm(f"Delete study {study!r} and all its trials?", abort=True)
+    delete_study(study, _remember(storage))
+    click.echo(f"deleted study {study!r}")
+
+
+@main.command()
+@click.argument("study")
+@storage_option
+@click.option("--now", is_flag=True, help="Abandon running trials (they are retried later).")
+@handle_errors
+def stop(study: str, storage: str | None, now: bool) -> None:
+    """Ask every worker of STUDY, on every machine, to finish its trial and exit."""
+    from hpo.study import request_stop
+
+    request_stop(study, _remember(storage), now=now)
+    what = "abandon their trials" if now else "finish their current trials"
+    click.echo(f"asked the workers of {study!r} to {what} and exit")
+
+
+@main.command()
+@click.argument("study")
+@storage_option
+@click.option(
+    "--trial", "number", type=click.IntRange(min=0), help="A trial number [default: best]."
+)
+@click.option(
+    "--params",
+    "params_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A YAML/JSON file with `params:` (as `hpo best` writes) to train instead.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory [default: runs/STUDY/trial-N].",
+)
+@click.option("--device", help="cuda, cuda:1, mps or cpu [default: the best available].")
+@handle_errors
+def retrain(
+    study: str,
+    storage: str | None,
+    number: int | None,
+    params_file: Path | None,
+    out: Path | None,
+    device: str | None,
+) -> None:
+    """Train the best (or a chosen) configuration to completion; save model and manifest."""
+    from hpo.study import load_study, retrain_trial
+
+    params = _read_params(params_file) if params_file is not None else None
+    if params is not None and number is not None:
+        raise click.UsageError("give either --trial or --params")
+    manifest = retrain_trial(
+        load_study(study, _remember(storage)),
+        number=number,
+        params=params,
+        out_dir=out,
+        device=device,
+    )
+    click.echo(f"wrote {manifest} and the model checkpoint(s) beside it")
+
+
+def _read_params(path: Path) -> dict[str, Any]:
+    import yaml
+
+    from hpo.errors import UsageError
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"{path}: cannot read params: {' '.join(str(e).split())}") from None
+    params = doc.get("params") if isinstance(doc, dict) else None
+    if not isinstance(params, dict):
+        raise UsageError(f"{path}: expected a mapping with a 'params:' mapping")
+    return params
+
+
+@main.command()
+@click.argument("study")
+@storage_option
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory [default: reports/STUDY].",
+)
+@handle_errors
+def report(study: str, storage: str | None, out: Path | None) -> None:
+    """Write an HTML report of STUDY (index.html, plots embedded and as PNG files beside it)."""
+    from hpo.report import write_report
+    from hpo.study import load_study
+
+    path = write_report(load_study(study, _remember(storage)), out or Path("reports") / study)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@storage_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="HPO_DASHBOARD_HOST",
+    help="Interface to bind; 0.0.0.0 exposes the dashboard to the network.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8080,
+    show_default=True,
+    envvar="HPO_DASHBOARD_PORT",
+)
+@handle_errors
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the study storage (safe while workers write)."""
+    from hpo import _console
+    from hpo.storage import mask, open_storage, resolve_url
+
+    url = resolve_url(_remember(storage))
+    rdb = open_storage(url)
+    if host in ("0.0.0.0", "::", ""):
+        _console.err.print(
+            f"warning: binding {host or 'all interfaces'}: anyone who can reach this machine "
+            "can read (and annotate) every study; prefer 127.0.0.1 and an SSH tunnel",
+            markup=False,
+        )
+    _console.err.print(f"optuna-dashboard for {mask(url)} on http://{host}:{port}/", markup=False)
+    import optuna_dashboard
+
+    optuna_dashboard.run_server(rdb, host=host, port=port)
+
+
+def _parse_gpus(gpus: str | None, processes: int | None) -> list[str]:
+    from hpo.errors import UsageError
+
+    if gpus is None:
+        if processes is not None:
+            return []  # asking for CPU processes means CPU
+        gpus = "all"
+    gpus = gpus.strip().lower()
+    if gpus == "none":
+        return []
+    if gpus == "all":
+        return _visible_gpus()
+    ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    if not ids or not all(g.isdigit() for g in ids):
+        raise UsageError(f"--gpus must be 'all', 'none' or indices like 0,1,3 (got {gpus!r})")
+    return ids
+
+
+def _visible_gpus() -> list[str]:
+    """GPUs visible to this process, counted without initialising CUDA in the worker."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip().isdigit()]
+
+
+def _exit_code(summary: Any) -> int:
+    if summary.fatal:
+        click.echo(f"hpo: error: {_scrub(summary.fatal)}", err=True)
+        return 1
+    if summary.ran and summary.complete + summary.pruned == 0 and summary.failed > summary.retried:
+        return 1  # every trial this run finished failed (abandoned-and-retried ones aside)
+    return 0
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    output.write_text(text)
+    click.echo(f"wrote {output}", err=True)
+
+
+if __name__ == "__main__":
+    main()

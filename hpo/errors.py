@@ -1,0 +1,47 @@
+"""The package's error types; the CLI turns each into one line and an exit code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HpoError(Exception):
+    """Base class: an error the user can act on, printed without a traceback."""
+
+    exit_code = 1
+
+
+class SpecError(HpoError, ValueError):
+    """A study spec is invalid. The message names the file, the key and the value."""
+
+    exit_code = 2
+
+    def __init__(self, source: str, key: str | None, value: Any, message: str) -> None:
+        self.source, self.key, self.value, self.message = source, key, value, message
+        where = f"{source}: {key}" if key else source
+        shown = "" if value is None else f" (got {_short(value)})"
+        super().__init__(f"{where}: {message}{shown}")
+
+
+class UsageError(HpoError):
+    """Bad command-line usage or a reference to something that does not exist."""
+
+    exit_code = 2
+
+
+class StudyNotFound(UsageError):
+    def __init__(self, name: str, storage: str) -> None:
+        super().__init__(f"no study named {name!r} in {storage}")
+
+
+class NoDatabase(UsageError):
+    """A read-only command named a SQLite file that does not exist (hpo never creates one)."""
+
+
+class StorageError(HpoError):
+    """The storage cannot be reached or used; the URL in the message has no password."""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,61 @@
+"""Running a study: locally with N processes (``hpo run``), or joining one (``hpo worker``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hpo.spec import StudySpec, load_spec
+from hpo.study import Study, create_study, load_study
+from hpo.worker import Progress, Summary, Worker, default_slots, spread_slots
+
+
+def run(
+    spec: StudySpec | str | Path,
+    *,
+    storage: str | None = None,
+    workers: int = 1,
+    gpus: Sequence[str] = (),
+    force: bool = False,
+    timeout: float | None = None,
+    checkpoint_dir: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> tuple[Study, Summary]:
+    """Create or resume the study and run it with ``workers`` local processes until done.
+
+    With ``gpus``, the processes are dealt round-robin over them; without, they share the CPU.
+    """
+    if not isinstance(spec, StudySpec):
+        spec = load_spec(spec)
+    study = create_study(spec, storage, force=force)
+    summary = Worker(
+        study,
+        spread_slots(workers, gpus),
+        timeout=timeout if timeout is not None else spec.budget.timeout,
+        checkpoint_dir=checkpoint_dir,
+        on_progress=on_progress,
+    ).work()
+    return study, summary
+
+
+def join(
+    name: str,
+    *,
+    storage: str | None = None,
+    processes: int = 1,
+    gpus: Sequence[str] = (),
+    per_gpu: int = 1,
+    timeout: float | None = None,
+    checkpoint_dir: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> tuple[Study, Summary]:
+    """Join an existing study from this machine and work on it until it is done."""
+    study = load_study(name, storage)
+    summary = Worker(
+        study,
+        default_slots(processes, gpus, per_gpu),
+        timeout=timeout if timeout is not None else study.spec.budget.timeout,
+        checkpoint_dir=checkpoint_dir,
+        on_progress=on_progress,
+    ).work()
+    return study, summary

@@ -1,0 +1,155 @@
+"""The spec-to-Optuna mapping: distributions, samplers and pruners, in one place."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpo.spec import ParamSpec, PrunerSpec, StudySpec
+
+
+def distribution(p: ParamSpec) -> optuna.distributions.BaseDistribution:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if p.type == "categorical":
+        return CategoricalDistribution(list(p.choices))
+    if p.type == "int":
+        return IntDistribution(int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
+    return FloatDistribution(float(p.low), float(p.high), log=p.log, step=p.step)
+
+
+def distributions(spec: StudySpec) -> dict[str, optuna.distributions.BaseDistribution]:
+    return {p.name: distribution(p) for p in spec.search_space}
+
+
+def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every grid point in a fixed order: the k-th logical trial of a grid is point k."""
+    import itertools
+
+    names = [p.name for p in spec.search_space]
+    return [
+        dict(zip(names, combo, strict=True))
+        for combo in itertools.product(*(p.grid_values() for p in spec.search_space))
+    ]
+
+
+SAMPLER_CLASSES = {
+    "grid": "RandomSampler",
+    "random": "RandomSampler",
+    "tpe": "TPESampler",
+    "cmaes": "CmaEsSampler",
+    "gp": "GPSampler",
+    "qmc": "QMCSampler",
+    "nsgaii": "NSGAIISampler",
+    "nsgaiii": "NSGAIIISampler",
+    "bruteforce": "BruteForceSampler",
+}
+PRUNER_CLASSES = {
+    "none": "NopPruner",
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "patient": "PatientPruner",
+    "threshold": "ThresholdPruner",
+    "wilcoxon": "WilcoxonPruner",
+}
+# The annotation parts a YAML value can satisfy; any other part (a callable, a sampler,
+# an array) is a Python object that a spec cannot give.
+_YAML_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "None": (type(None),),
+    "dict[str, Any]": (dict,),
+}
+
+
+class OptionError(ValueError):
+    """A sampler or pruner option that Optuna would reject (or choke on later)."""
+
+    def __init__(self, option: str, value: Any, message: str) -> None:
+        self.option, self.value, self.message = option, value, message
+        super().__init__(f"{option}: {message} (got {value!r})")
+
+
+def sampler_class(name: str) -> type[optuna.samplers.BaseSampler]:
+    import optuna.samplers
+
+    return getattr(optuna.samplers, SAMPLER_CLASSES[name])
+
+
+def pruner_class(name: str) -> type[optuna.pruners.BasePruner]:
+    import optuna.pruners
+
+    return getattr(optuna.pruners, PRUNER_CLASSES[name])
+
+
+def check_sampler_options(name: str, opts: Mapping[str, Any]) -> None:
+    check_options(sampler_class(name), opts, f"the {name} sampler", skip=("seed",))
+
+
+def check_pruner_options(name: str, opts: Mapping[str, Any]) -> None:
+    check_options(pruner_class(name), opts, f"the {name} pruner", skip=("wrapped_pruner",))
+
+
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    opts = dict(spec.sampler.options)
+    check_sampler_options(spec.sampler.type, opts)
+    cls = sampler_class(spec.sampler.type)
+    if spec.sampler.type == "tpe":
+        # Several workers ask at once; without the liar they all sample next to the same
+        # best point. Optuna's docs recommend it for parallel TPE.
+        opts.setdefault("constant_liar", True)
+    # For a grid, hpo assigns grid points itself (one per logical trial, enqueued exactly
+    # once), so the sampler only has to draw params an objective asks for outside the grid.
+    return cls(seed=spec.sampler.seed, **opts)
+
+
+def make_pruner(p: PrunerSpec) -> optuna.pruners.BasePruner:
+    opts = dict(p.options)
+    check_pruner_options(p.type, opts)
+    cls = pruner_class(p.type)
+    if p.type == "patient":
+        assert p.wrapped is not None  # the spec loader always sets it for patient
+        wrapped = None if p.wrapped.type == "none" else make_pruner(p.wrapped)
+        return cls(wrapped, **opts)
+    return cls(**opts)
+
+
+def check_options(
+    cls: type, opts: Mapping[str, Any], what: str, skip: tuple[str, ...] = ()
+) -> None:
+    """Raise :class:`OptionError` for an unknown, missing or mistyped constructor option."""
+    params = {
+        k: prm
+        for k, prm in inspect.signature(cls).parameters.items()
+        if k not in ("self", *skip) and prm.kind not in (prm.VAR_KEYWORD, prm.VAR_POSITIONAL)
+    }
+    for k, val in opts.items():
+        prm = params.get(k) if isinstance(k, str) else None
+        if prm is None:
+            hint = difflib.get_close_matches(str(k), params, n=1)
+            known = f"its options are: {', '.join(params)}" if params else "it takes none"
+            shown = f"did you mean {hint[0]!r}?" if hint else known
+            raise OptionError(str(k), val, f"unknown option of {what}; {shown}")
+        annotation = prm.annotation if isinstance(prm.annotation, str) else prm.annotation.__name__
+        kinds = [_YAML_TYPES.get(part.strip()) for part in annotation.split("|")]
+        if not any(t and t != (type(None),) for t in kinds):
+            raise OptionError(k, val, "takes a Python object, which a spec cannot give")
+        allowed = tuple(t for ts in kinds if ts for t in ts)
+        if not isinstance(val, allowed) or (isinstance(val, bool) and bool not in allowed):
+            raise OptionError(k, val, f"must be {annotation}")
+    for k, prm in params.items():
+        if prm.default is prm.empty and k not in opts:
+            raise OptionError(k, None, f"is required by {what}")

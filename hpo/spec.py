@@ -1,0 +1,789 @@
+"""The study spec: YAML in, frozen typed objects out, validated once.
+
+Every error is a :class:`SpecError` whose message names the file, the dotted key and the
+offending value, so the CLI can print it on one line and exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpo.errors import SpecError
+from hpo.search import (
+    OptionError,
+    check_pruner_options,
+    check_sampler_options,
+    make_pruner,
+    make_sampler,
+)
+
+DEFAULT_STORAGE = "sqlite:///hpo.db"
+BUILTIN_OBJECTIVES = ("mlp", "cnn", "sequence")
+SAMPLERS = ("grid", "random", "tpe", "cmaes", "gp", "qmc", "nsgaii", "nsgaiii", "bruteforce")
+PRUNERS = (
+    "none",
+    "median",
+    "percentile",
+    "successive_halving",
+    "hyperband",
+    "patient",
+    "threshold",
+    "wilcoxon",
+)
+PARAM_TYPES = ("float", "int", "categorical")
+# A grid larger than this is almost always a typo (a float step of 1e-6, say) and would
+# only fill the database with WAITING rows.
+MAX_GRID_POINTS = 100_000
+# Fixed params and sampler/pruner options are stored with the study; more is a mistake.
+MAX_PLAIN_ITEMS = 10_000
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # fullmatch
+Scalar = None | bool | int | float | str
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched hyperparameter."""
+
+    name: str
+    type: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Scalar, ...] = ()
+    values: tuple[Scalar, ...] = ()
+
+    def grid_count(self) -> int:
+        """How many points :meth:`grid_values` has, without building them."""
+        if self.values or self.type == "categorical":
+            return len(self.values or self.choices)
+        low, _, step = self._grid_range()
+        return int((Decimal(str(self.high)) - low) // step) + 1
+
+    def grid_values(self) -> tuple[Scalar, ...]:
+        """The points a grid search visits for this parameter."""
+        if self.values or self.type == "categorical":
+            return self.values or self.choices
+        low, cast, step = self._grid_range()
+        # Decimal arithmetic, as Optuna's FloatDistribution uses to adjust `high`, so every
+        # point is exactly low + i * step and lies inside the distribution.
+        return tuple(cast(low + i * step) for i in range(self.grid_count()))
+
+    def _grid_range(self) -> tuple[Decimal, type, Decimal]:
+        assert self.low is not None and self.high is not None  # guaranteed by validation
+        step = Decimal(str(self.step if self.step is not None else 1))
+        return Decimal(str(self.low)), int if self.type == "int" else float, step
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    type: str = "tpe"
+    seed: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    type: str = "none"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    wrapped: PrunerSpec | None = None
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    n_trials: int | None = None
+    timeout: float | None = None
+    trial_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class RetrySpec:
+    """How killed trials are detected and retried."""
+
+    max_retries: int = 2
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    objective: str
+    metrics: tuple[str, ...]
+    directions: tuple[str, ...]
+    search_space: tuple[ParamSpec, ...]
+    fixed: Mapping[str, Any]
+    sampler: SamplerSpec
+    pruner: PrunerSpec
+    budget: BudgetSpec
+    retry: RetrySpec
+    storage: str | None
+    checkpoint_dir: str
+    description: str = ""
+    source: str = "<spec>"
+
+    @property
+    def is_grid(self) -> bool:
+        return self.sampler.type == "grid"
+
+    @property
+    def n_trials(self) -> int | None:
+        """The study-wide budget; a grid defaults to its size."""
+        if self.budget.n_trials is not None:
+            return self.budget.n_trials
+        return self.grid_size() if self.is_grid else None
+
+    def grid_size(self) -> int:
+        return math.prod(p.grid_count() for p in self.search_space)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The normalized spec, as stored with the study and compared on resume."""
+        space: dict[str, Any] = {}
+        for p in self.search_space:
+            entry: dict[str, Any] = {"type": p.type}
+            if p.type == "categorical":
+                entry["choices"] = list(p.choices)
+            else:
+                entry.update(low=p.low, high=p.high, log=p.log)
+                if p.step is not None:
+                    entry["step"] = p.step
+            if p.values:
+                entry["values"] = list(p.values)
+            space[p.name] = entry
+        return {
+            "name": self.name,
+            **({"description": self.description} if self.description else {}),
+            "objective": self.objective,
+            "metrics": list(self.metrics),
+            "directions": list(self.directions),
+            "search_space": space,
+            "fixed": dict(self.fixed),
+            "sampler": {
+                "type": self.sampler.type,
+                "seed": self.sampler.seed,
+                **self.sampler.options,
+            },
+            "pruner": _pruner_dict(self.pruner),
+            "budget": {
+                "n_trials": self.budget.n_trials,
+                "timeout": self.budget.timeout,
+                "trial_timeout": self.budget.trial_timeout,
+            },
+            "retry": {
+                "max_retries": self.retry.max_retries,
+                "heartbeat_interval": self.retry.heartbeat_interval,
+                "grace_period": self.retry.grace_period,
+            },
+            "checkpoint_dir": self.checkpoint_dir,
+        }
+
+
+def _pruner_dict(p: PrunerSpec) -> dict[str, Any]:
+    d: dict[str, Any] = {"type": p.type, **p.options}
+    if p.wrapped is not None:
+        d["wrapped"] = _pruner_dict(p.wrapped)
+    return d
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def load_spec(path: str | Path, *, check_objective: bool = True) -> StudySpec:
+    """Read and validate a YAML study spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(str(path), None, None, "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(str(path), None, None, f"cannot read: {e}") from None
+    return parse_spec(text, source=str(path), check_objective=check_objective)
+
+
+def parse_spec(text: str, *, source: str = "<spec>", check_objective: bool = True) -> StudySpec:
+    """Validate a spec from YAML text; ``source`` names it in errors."""
+    try:
+        data = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader: no !!python/ tags
+    except _DuplicateKeyError as e:
+        raise SpecError(source, e.key, None, e.problem) from None
+    except yaml.MarkedYAMLError as e:
+        where = _at(e.problem_mark) if e.problem_mark else "?"
+        problem = e.problem or e.context or "invalid YAML"
+        raise SpecError(source, None, None, f"YAML syntax error at {where}: {problem}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(source, None, None, f"invalid YAML: {_one_line(e)}") from None
+    except (ValueError, OverflowError) as e:  # a bad timestamp (2024-13-01), a huge int
+        raise SpecError(source, None, None, f"invalid YAML value: {_one_line(e)}") from None
+    except RecursionError:
+        raise SpecError(source, None, None, "YAML nested too deeply") from None
+    return spec_from_dict(data, source=source, check_objective=check_objective)
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem=problem)
+        self.key = key
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice instead of keeping the last one."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._root = node  # to name a duplicate key by its dotted path
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` then an override is YAML's way to extend a mapping
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:
+                continue  # an unhashable key: super() reports it
+            if first is not key_node:
+                path = _dot("", *_node_path(self._root, node), key)
+                again, before = _at(key_node.start_mark), _at(first.start_mark)
+                raise _DuplicateKeyError(path, f"duplicate key at {again} (first at {before})")
+        return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 reads 1e-5 and 3e3 as strings (its floats need a dot and a signed exponent);
+# a spec means numbers.
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _node_path(root: yaml.Node, target: yaml.Node) -> list[Any]:
+    """The keys leading from ``root`` to ``target`` (searched breadth-first, aliases once)."""
+    queue: list[tuple[yaml.Node, list[Any]]] = [(root, [])]
+    seen: set[int] = set()
+    while queue:
+        node, path = queue.pop(0)
+        if node is target:
+            return path
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            queue += [(v, [*path, k.value]) for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            queue += [(v, [*path, str(i)]) for i, v in enumerate(node.value)]
+    return []
+
+
+def spec_from_dict(data: Any, *, source: str = "<spec>", check_objective: bool = True) -> StudySpec:
+    """Validate an already-parsed spec mapping (as stored with a study)."""
+    try:
+        return _spec_from_dict(data, source, check_objective)
+    except RecursionError:  # a patient pruner wrapping one wrapping one ...
+        raise SpecError(source, None, None, "spec nested too deeply") from None
+
+
+def _spec_from_dict(data: Any, source: str, check_objective: bool) -> StudySpec:
+    v = _Validator(source)
+    if not isinstance(data, Mapping):
+        raise SpecError(source, None, data, "a spec must be a YAML mapping")
+    v.keys(
+        data,
+        "",
+        required=("name", "objective"),
+        optional=(
+            "description",
+            "metric",
+            "metrics",
+            "direction",
+            "directions",
+            "search_space",
+            "fixed",
+            "sampler",
+            "pruner",
+            "budget",
+            "retry",
+            "storage",
+            "checkpoint_dir",
+        ),
+    )
+    name = v.string(data, "name")
+    if not _NAME_RE.fullmatch(name):
+        raise SpecError(source, "name", name, "must be 1-128 letters, digits, '_', '.' or '-'")
+    objective = v.string(data, "objective")
+    metrics, directions = _metrics_and_directions(v, data)
+    space = _search_space(v, data.get("search_space", {}))
+    fixed = data.get("fixed", {})
+    if fixed is None:
+        fixed = {}
+    if not isinstance(fixed, Mapping):
+        raise SpecError(source, "fixed", fixed, "must be a mapping of name: value")
+    for key, val in fixed.items():
+        if not isinstance(key, str):
+            raise SpecError(source, "fixed", key, "keys must be strings")
+        v.plain(val, _dot("fixed", key))
+        if key in {p.name for p in space}:
+            raise SpecError(source, _dot("fixed", key), val, "is also in search_space")
+    sampler = _sampler(v, data.get("sampler", {"type": "tpe"}), len(directions))
+    pruner = _pruner(v, data.get("pruner", {"type": "none"}), "pruner")
+    budget = _budget(v, data.get("budget", {}))
+    retry = _retry(v, data.get("retry", {}))
+    storage = data.get("storage")
+    if storage is not None:
+        storage = v.string(data, "storage")
+    checkpoint_dir = v.string(data, "checkpoint_dir") if "checkpoint_dir" in data else "checkpoints"
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise SpecError(source, "description", description, "must be a string")
+
+    spec = StudySpec(
+        name=name,
+        objective=objective,
+        metrics=metrics,
+        directions=directions,
+        search_space=space,
+        fixed=dict(fixed),
+        sampler=sampler,
+        pruner=pruner,
+        budget=budget,
+        retry=retry,
+        storage=storage,
+        checkpoint_dir=checkpoint_dir,
+        description=description,
+        source=source,
+    )
+    if spec.is_grid:
+        _check_grid(v, spec)
+    if pruner.type != "none" and len(directions) > 1:
+        raise SpecError(source, "pruner.type", pruner.type, "pruning needs a single objective")
+    _build_optuna_objects(v, spec)
+    if check_objective:
+        resolve_objective(spec.objective, source=source)
+    return spec
+
+
+def _metrics_and_directions(v: _Validator, data: Mapping[str, Any]) -> tuple[tuple, tuple]:
+    if "metric" in data and "metrics" in data:
+        raise SpecError(v.source, "metrics", data["metrics"], "give either metric or metrics")
+    if "direction" in data and "directions" in data:
+        raise SpecError(
+            v.source, "directions", data["directions"], "give either direction or directions"
+        )
+    if "metrics" in data:
+        metrics = tuple(v.string_list(data, "metrics"))
+    else:
+        metrics = (v.string(data, "metric"),) if "metric" in data else ("val_loss",)
+    if "directions" in data:
+        raw = data["directions"]
+        if not isinstance(raw, list) or not raw:
+            raise SpecError(v.source, "directions", raw, "must be a non-empty list")
+        directions = tuple(v.choice(d, "directions", ("minimize", "maximize")) for d in raw)
+    else:
+        directions = (
+            v.choice(data.get("direction", "minimize"), "direction", ("minimize", "maximize")),
+        )
+    if len(metrics) != len(directions):
+        raise SpecError(
+            v.source,
+            "directions",
+            list(directions),
+            f"needs one direction per metric ({len(metrics)} metrics: {list(metrics)})",
+        )
+    if len(set(metrics)) != len(metrics):
+        raise SpecError(v.source, "metrics", list(metrics), "has duplicates")
+    return metrics, directions
+
+
+def _search_space(v: _Validator, raw: Any) -> tuple[ParamSpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise SpecError(v.source, "search_space", raw, "must be a mapping of name: parameter")
+    params = []
+    for name, p in raw.items():
+        key = _dot("search_space", name)
+        if not isinstance(name, str) or not name:
+            raise SpecError(v.source, "search_space", name, "parameter names must be strings")
+        if not isinstance(p, Mapping):
+            raise SpecError(v.source, key, p, "must be a mapping with a 'type'")
+        params.append(_param(v, name, p, key))
+    return tuple(params)
+
+
+def _param(v: _Validator, name: str, p: Mapping[str, Any], key: str) -> ParamSpec:
+    ptype = v.choice(p.get("type"), f"{key}.type", PARAM_TYPES)
+    if ptype == "categorical":
+        return _categorical(v, name, p, key)
+    v.keys(p, key, required=("type",), optional=("low", "high", "log", "step", "values"))
+    values = _grid_values(v, p, key, ptype)
+    low = min(values) if "low" not in p and values else _bound(v, p, f"{key}.low", ptype)
+    high = max(values) if "high" not in p and values else _bound(v, p, f"{key}.high", ptype)
+    log = p.get("log", False)
+    if not isinstance(log, bool):
+        raise SpecError(v.source, f"{key}.log", log, "must be true or false")
+    step = None
+    if p.get("step") is not None:
+        step = v.number(p["step"], f"{key}.step", integer=ptype == "int")
+        if step <= 0:
+            raise SpecError(v.source, f"{key}.step", step, "must be > 0")
+    if low > high:
+        raise SpecError(v.source, f"{key}.low", low, f"must be <= high ({high})")
+    if log and low <= 0:
+        raise SpecError(v.source, f"{key}.low", low, "must be > 0 on a log scale")
+    if log and step is not None and not (ptype == "int" and step == 1):
+        raise SpecError(v.source, f"{key}.step", step, "cannot be combined with log: true")
+    for x in values:
+        if not low <= x <= high:
+            raise SpecError(v.source, f"{key}.values", x, f"is outside [{low}, {high}]")
+    return ParamSpec(name=name, type=ptype, low=low, high=high, log=log, step=step, values=values)
+
+
+def _categorical(v: _Validator, name: str, p: Mapping[str, Any], key: str) -> ParamSpec:
+    v.keys(p, key, required=("type", "choices"), optional=())
+    choices = p["choices"]
+    if not isinstance(choices, list) or not choices:
+        raise SpecError(v.source, f"{key}.choices", choices, "must be a non-empty list")
+    for c in choices:
+        if not isinstance(c, None | bool | int | float | str):
+            raise SpecError(
+                v.source, f"{key}.choices", c, "choices must be null, bool, int, float or str"
+            )
+        v.finite(c, f"{key}.choices")
+    # By equality, as Optuna finds a choice's index: 1, 1.0 and true are one choice.
+    if len(set(choices)) != len(choices):
+        raise SpecError(v.source, f"{key}.choices", choices, "has duplicate choices")
+    return ParamSpec(name=name, type="categorical", choices=tuple(choices))
+
+
+def _grid_values(v: _Validator, p: Mapping[str, Any], key: str, ptype: str) -> tuple[Any, ...]:
+    if "values" not in p:
+        return ()
+    raw = p["values"]
+    if not isinstance(raw, list) or not raw:
+        raise SpecError(v.source, f"{key}.values", raw, "must be a non-empty list")
+    values = tuple(v.number(x, f"{key}.values", integer=ptype == "int") for x in raw)
+    if len(set(values)) != len(values):
+        raise SpecError(v.source, f"{key}.values", list(values), "has duplicate values")
+    return values
+
+
+def _bound(v: _Validator, p: Mapping[str, Any], key: str, ptype: str) -> float | int:
+    name = key.rpartition(".")[2]
+    if p.get(name) is None:
+        raise SpecError(v.source, key, None, "is required")
+    val = v.number(p[name], key, integer=ptype == "int")
+    if ptype == "int" and abs(val) > 2**53:  # Optuna stores every parameter as a float
+        raise SpecError(v.source, key, val, "must be within +-2**53")
+    return val
+
+
+def _sampler(v: _Validator, raw: Any, n_objectives: int) -> SamplerSpec:
+    if raw is None:
+        raw = {"type": "tpe"}
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, Mapping):
+        raise SpecError(v.source, "sampler", raw, "must be a mapping with a 'type'")
+    stype = v.choice(raw.get("type", "tpe"), "sampler.type", SAMPLERS)
+    seed = raw.get("seed")
+    if seed is not None and not (type(seed) is int and 0 <= seed < 2**32):
+        raise SpecError(v.source, "sampler.seed", seed, "must be an integer in [0, 2**32)")
+    options = {k: val for k, val in raw.items() if k not in ("type", "seed")}
+    v.options(options, "sampler", lambda: check_sampler_options(stype, options))
+    if stype == "cmaes" and n_objectives > 1:
+        raise SpecError(v.source, "sampler.type", stype, "does not support several objectives")
+    return SamplerSpec(type=stype, seed=seed, options=options)
+
+
+def _pruner(v: _Validator, raw: Any, key: str) -> PrunerSpec:
+    if raw is None:
+        raw = {"type": "none"}
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, Mapping):
+        raise SpecError(v.source, key, raw, "must be a mapping with a 'type'")
+    ptype = v.choice(raw.get("type", "none"), f"{key}.type", PRUNERS)
+    wrapped = None
+    if ptype == "patient":
+        if "wrapped" not in raw:
+            raise SpecError(v.source, f"{key}.wrapped", None, "is required (a pruner, or none)")
+        wrapped = _pruner(v, raw["wrapped"], f"{key}.wrapped")
+    elif "wrapped" in raw:
+        raise SpecError(
+            v.source, f"{key}.wrapped", raw["wrapped"], "only the patient pruner wraps another"
+        )
+    options = {k: val for k, val in raw.items() if k not in ("type", "wrapped")}
+    v.options(options, key, lambda: check_pruner_options(ptype, options))
+    return PrunerSpec(type=ptype, options=options, wrapped=wrapped)
+
+
+def _budget(v: _Validator, raw: Any) -> BudgetSpec:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(v.source, "budget", raw, "must be a mapping")
+    v.keys(raw, "budget", required=(), optional=("n_trials", "timeout", "trial_timeout"))
+    n_trials = raw.get("n_trials")
+    if n_trials is not None:
+        n_trials = v.number(n_trials, "budget.n_trials", integer=True)
+        if n_trials < 1:
+            raise SpecError(v.source, "budget.n_trials", n_trials, "must be >= 1")
+    out: dict[str, float | None] = {}
+    for k in ("timeout", "trial_timeout"):
+        val = raw.get(k)
+        if val is not None:
+            val = float(v.number(val, f"budget.{k}"))
+            if val <= 0:
+                raise SpecError(v.source, f"budget.{k}", val, "must be > 0 seconds")
+        out[k] = val
+    return BudgetSpec(n_trials=n_trials, timeout=out["timeout"], trial_timeout=out["trial_timeout"])
+
+
+def _retry(v: _Validator, raw: Any) -> RetrySpec:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(v.source, "retry", raw, "must be a mapping")
+    v.keys(
+        raw, "retry", required=(), optional=("max_retries", "heartbeat_interval", "grace_period")
+    )
+    d = RetrySpec()
+    max_retries = v.number(raw.get("max_retries", d.max_retries), "retry.max_retries", integer=True)
+    if max_retries < 0:
+        raise SpecError(v.source, "retry.max_retries", max_retries, "must be >= 0")
+    interval = v.number(
+        raw.get("heartbeat_interval", d.heartbeat_interval),
+        "retry.heartbeat_interval",
+        integer=True,
+    )
+    grace = v.number(raw.get("grace_period", d.grace_period), "retry.grace_period", integer=True)
+    if interval < 1:
+        raise SpecError(v.source, "retry.heartbeat_interval", interval, "must be >= 1 second")
+    if grace <= interval:
+        raise SpecError(
+            v.source, "retry.grace_period", grace, f"must exceed heartbeat_interval ({interval})"
+        )
+    return RetrySpec(max_retries=max_retries, heartbeat_interval=interval, grace_period=grace)
+
+
+def _check_grid(v: _Validator, spec: StudySpec) -> None:
+    if not spec.search_space:
+        raise SpecError(v.source, "search_space", {}, "a grid needs at least one parameter")
+    for p in spec.search_space:
+        if p.type == "float" and not p.values and p.step is None:
+            raise SpecError(
+                v.source,
+                _dot("search_space", p.name),
+                {"low": p.low, "high": p.high},
+                "a continuous parameter in a grid needs 'values' or 'step'",
+            )
+    size = 1
+    for p in spec.search_space:
+        size *= p.grid_count()
+        if size > MAX_GRID_POINTS:
+            raise SpecError(
+                v.source, "search_space", size, f"the grid has more than {MAX_GRID_POINTS} points"
+            )
+    n = spec.budget.n_trials
+    if n is not None and n > size:
+        raise SpecError(v.source, "budget.n_trials", n, f"exceeds the grid's {size} points")
+
+
+def _build_optuna_objects(v: _Validator, spec: StudySpec) -> None:
+    """Build the sampler and pruner once so bad options fail at load time, not in a worker."""
+    try:
+        make_sampler(spec)
+    except Exception as e:  # options are type-checked, but a constructor can reject values
+        raise SpecError(v.source, "sampler", dict(spec.sampler.options), _one_line(e)) from None
+    try:
+        make_pruner(spec.pruner)
+    except Exception as e:
+        raise SpecError(v.source, "pruner", _pruner_dict(spec.pruner), _one_line(e)) from None
+
+
+def _dot(where: str, *keys: Any) -> str:
+    """A dotted key; a key that is not a plain printable string shows as its repr."""
+    shown = [k if isinstance(k, str) and k.isprintable() and k.strip() else repr(k) for k in keys]
+    return ".".join([where, *shown] if where else shown)
+
+
+def _suggest(word: str, allowed: Sequence[str]) -> list[str]:
+    """The allowed word closest to ``word``, a transposition (lgo: log) first."""
+    same_letters = [a for a in allowed if sorted(a) == sorted(word)]
+    return same_letters[:1] or difflib.get_close_matches(word, allowed, n=1)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+# ---------------------------------------------------------------------------------------
+# Objectives
+
+
+def resolve_objective(ref: str, *, source: str = "<spec>") -> Callable[..., Any]:
+    """Import the objective a spec names: a built-in name or ``package.module:function``."""
+    module_name, _, attr = (
+        (f"objectives.{ref}", ":", "objective") if ref in BUILTIN_OBJECTIVES else ref.partition(":")
+    )
+    if not attr or not module_name:
+        raise SpecError(
+            source,
+            "objective",
+            ref,
+            f"must be a built-in ({', '.join(BUILTIN_OBJECTIVES)}) or 'package.module:function'",
+        )
+    try:
+        module = importlib.import_module(module_name)
+        fn = getattr(module, attr, None)
+    except (Exception, SystemExit) as e:  # an objective module can raise anything on import
+        raise SpecError(
+            source,
+            "objective",
+            ref,
+            f"cannot import {module_name!r} ({type(e).__name__}: {_one_line(e)})",
+        ) from None
+    if not callable(fn):
+        raise SpecError(source, "objective", ref, f"{module_name!r} has no callable {attr!r}")
+    objective_arity(fn, source=source, ref=ref)
+    return fn
+
+
+def objective_arity(fn: Callable[..., Any], *, source: str = "<spec>", ref: str = "") -> int:
+    """1 for a plain Optuna objective ``f(trial)``, 2 for hpo's ``f(trial, ctx)``."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 1
+    positional = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if len(positional) not in (1, 2):
+        raise SpecError(
+            source,
+            "objective",
+            ref or getattr(fn, "__name__", repr(fn)),
+            "must take (trial) or (trial, ctx)",
+        )
+    return len(positional)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class _Validator:
+    """Small typed accessors that raise SpecError naming the file, key and value."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def keys(
+        self, d: Mapping[str, Any], where: str, *, required: Sequence[str], optional: Sequence[str]
+    ) -> None:
+        allowed = (*required, *optional)
+        for k in d:
+            if k not in allowed:
+                key = _dot(where, k)
+                hint = _suggest(str(k), allowed)
+                msg = f"unknown key; did you mean {hint[0]!r}?" if hint else "unknown key"
+                msg += f" (allowed: {', '.join(allowed)})" if not hint else ""
+                raise SpecError(self.source, key, d[k], msg)
+        for k in required:
+            if k not in d:
+                key = _dot(where, k)
+                raise SpecError(self.source, key, None, "is required")
+
+    def string(self, d: Mapping[str, Any], key: str) -> str:
+        val = d.get(key)
+        if not isinstance(val, str) or not val.strip():
+            raise SpecError(self.source, key, val, "must be a non-empty string")
+        return val
+
+    def string_list(self, d: Mapping[str, Any], key: str) -> list[str]:
+        val = d.get(key)
+        if not isinstance(val, list) or not val or not all(isinstance(x, str) and x for x in val):
+            raise SpecError(self.source, key, val, "must be a non-empty list of strings")
+        return val
+
+    def choice(self, val: Any, key: str, allowed: Sequence[str]) -> str:
+        if val not in allowed or not isinstance(val, str):
+            hint = _suggest(val, allowed) if isinstance(val, str) else []
+            msg = f"did you mean {hint[0]!r}?" if hint else f"must be one of {', '.join(allowed)}"
+            raise SpecError(self.source, key, val, msg)
+        return val
+
+    def number(self, val: Any, key: str, *, integer: bool = False) -> Any:
+        """An int (``integer``) or a finite float; true/false are not numbers here."""
+        if integer:
+            if isinstance(val, float) and val.is_integer():
+                val = int(val)
+            if not isinstance(val, int) or isinstance(val, bool):
+                raise SpecError(self.source, key, val, "must be an integer")
+            return val
+        if not isinstance(val, int | float) or isinstance(val, bool):
+            raise SpecError(self.source, key, val, "must be a number")
+        try:
+            val = float(val)
+        except OverflowError:
+            raise SpecError(self.source, key, val, "is too large") from None
+        if not math.isfinite(val):
+            raise SpecError(self.source, key, val, "must be finite")
+        return val
+
+    def options(self, opts: Mapping[Any, Any], where: str, check: Callable[[], None]) -> None:
+        """Plain data, then ``check`` (hpo.search's) names the option Optuna would reject."""
+        for k, val in opts.items():
+            self.plain(val, _dot(where, k))
+        try:
+            check()
+        except OptionError as e:
+            raise SpecError(self.source, _dot(where, e.option), e.value, e.message) from None
+
+    def plain(self, val: Any, key: str) -> None:
+        """YAML's plain data only (what JSON can store with the study), floats finite.
+
+        Iterative and bounded: a deep value cannot overflow the stack, and aliases nested
+        in aliases (a "billion laughs") stop at MAX_PLAIN_ITEMS.
+        """
+        todo: list[tuple[Any, frozenset[int]]] = [(val, frozenset())]
+        for _ in range(MAX_PLAIN_ITEMS):
+            if not todo:
+                return
+            x, inside = todo.pop()
+            if isinstance(x, dict) and not all(isinstance(k, str) for k in x):
+                raise SpecError(self.source, key, x, "mapping keys must be strings")
+            if isinstance(x, list | dict):
+                if id(x) in inside:
+                    raise SpecError(self.source, key, x, "must not contain itself")
+                inside |= {id(x)}
+                todo += [(y, inside) for y in (x.values() if isinstance(x, dict) else x)]
+            elif not isinstance(x, None | bool | int | float | str):
+                raise SpecError(
+                    self.source, key, x, "must be null, bool, number, string, list or map"
+                )
+            else:
+                self.finite(x, key)
+        raise SpecError(self.source, key, None, f"has more than {MAX_PLAIN_ITEMS} items")
+
+    def finite(self, val: Any, key: str) -> None:
+        if isinstance(val, float) and not math.isfinite(val):
+            raise SpecError(self.source, key, val, "must be finite")

@@ -1,0 +1,329 @@
+"""Opening study storage, and the few tables hpo keeps beside Optuna's.
+
+Optuna's RDB schema holds studies and trials. hpo adds two tables in the same database:
+``hpo_budget`` (the study-wide trial budget and the stop flag; the lock for creating trials) and
+``hpo_workers`` (one row per worker slot, for ``hpo status``). Both live in the same
+database so that one URL is all a worker on another machine needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from hpo.errors import NoDatabase, StorageError, UsageError
+from hpo.spec import DEFAULT_STORAGE
+
+if TYPE_CHECKING:
+    import optuna
+
+
+# SQLite: a writer waits this long for the lock instead of failing with "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 120
+# PostgreSQL: each process keeps at most this many connections (pool + overflow), so 32
+# worker processes stay well under the server's default max_connections of 100.
+PG_POOL_SIZE = 1
+PG_MAX_OVERFLOW = 1
+
+_metadata = sa.MetaData()
+budget_table = sa.Table(
+    "hpo_budget",
+    _metadata,
+    sa.Column("study_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("n_trials", sa.Integer, nullable=True),
+    sa.Column("stop", sa.String(16), nullable=True),
+)
+workers_table = sa.Table(
+    "hpo_workers",
+    _metadata,
+    sa.Column("worker_id", sa.String(128), primary_key=True),
+    sa.Column("study_id", sa.Integer, nullable=False, index=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("slot", sa.Integer, nullable=False),
+    sa.Column("gpu", sa.String(32), nullable=True),
+    sa.Column("trial_number", sa.Integer, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=False),
+)
+
+
+def resolve_url(cli: str | None, spec_storage: str | None = None) -> str:
+    """Flag, then HPO_STORAGE, then the spec's ``storage``, then the SQLite default."""
+    return cli or os.environ.get("HPO_STORAGE") or spec_storage or DEFAULT_STORAGE
+
+
+def mask(url: str) -> str:
+    """The URL with its password replaced, safe to print or log."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL may still hold a secret: show only its scheme
+        return url.split(":", 1)[0] + ":***"
+
+
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
+    """Open the RDB storage at ``url``, tuned for many workers.
+
+    With ``create`` a missing SQLite file and missing tables are created; without it (the
+    read-only commands) a missing SQLite file is an error, so a typo writes nothing.
+    """
+    import optuna
+
+    try:
+        parsed = sa.engine.make_url(url)
+        parsed.get_dialect()  # an unknown scheme (nosuchdb://) is a typo, not an outage
+    except Exception:
+        raise UsageError(
+            f"invalid storage URL {mask(url)!r} (expected sqlite:///FILE or "
+            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB)"
+        ) from None
+    engine_kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        _prepare_sqlite(parsed.database, create=create)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    elif parsed.get_backend_name() == "postgresql":
+        engine_kwargs.update(
+            pool_size=PG_POOL_SIZE,
+            max_overflow=PG_MAX_OVERFLOW,
+            # A restarted server leaves dead pooled connections; test each one on checkout.
+            pool_pre_ping=True,
+            pool_recycle=600,
+            # The pid lets an operator (and a test) count connections per process.
+            connect_args={"connect_timeout": 10, "application_name": f"hpo:{os.getpid()}"},
+        )
+    try:
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+        )
+        _metadata.create_all(storage.engine)
+    except ImportError as e:
+        raise StorageError(f"no driver for {mask(url)!r}: {e}") from None
+    except (sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        raise StorageError(f"cannot open storage {mask(url)!r}: {_reason(e)}") from None
+    return storage
+
+
+def _prepare_sqlite(database: str | None, *, create: bool) -> None:
+    if not database or database == ":memory:":
+        return
+    path = Path(database)
+    if not create and not path.exists():
+        raise NoDatabase(f"no SQLite database at {str(path)!r}")
+    if not path.parent.exists():
+        raise StorageError(f"directory {str(path.parent)!r} for the SQLite file does not exist")
+    # WAL lets readers (the dashboard, `hpo status`) run while a worker writes, and it is a
+    # property of the file, so setting it once here covers every later connection.
+    con = sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as e:
+        raise StorageError(f"cannot open SQLite file {database!r}: {e}") from None
+    finally:
+        con.close()
+
+
+def _reason(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    text = " ".join(str(orig).split())
+    return text[:300]
+
+
+def is_transient(e: BaseException) -> bool:
+    """Whether a storage error may go away on retry (server restart, dropped connection)."""
+    import optuna
+
+    if isinstance(e, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    if isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated:
+        return True
+    if isinstance(e, optuna.exceptions.StorageInternalError):
+        return e.__cause__ is None or is_transient(e.__cause__)
+    return False
+
+
+# Optuna's own tables, read by the budget: a trial's row and its system attributes. Their
+# schema has been stable since Optuna 1.x; a retry carries the system attr "failed_trial".
+_COUNT_TRIALS = sa.text("SELECT count(*) FROM trials WHERE study_id = :study")
+_COUNT_RETRIES = sa.text(
+    "SELECT count(*) FROM trial_system_attributes a JOIN trials t ON a.trial_id = t.trial_id "
+    "WHERE t.study_id = :study AND a.key = 'failed_trial'"
+)
+_COUNT_WAITING = sa.text(
+    "SELECT count(*) FROM trials WHERE study_id = :study AND state = 'WAITING'"
+)
+
+
+@dataclass
+class Budget:
+    """The study-wide trial budget, and the stop flag.
+
+    The budget counts *logical trials*: a trial and its retries are one. It is derived from
+    the trials themselves (rows minus retry rows), never kept as a counter, so a worker
+    killed at any instant leaves nothing to repair. New logical trials are created only
+    inside :meth:`turn`, a study-wide lock (a row lock on PostgreSQL, a file lock beside a
+    SQLite file), after checking the count, so N workers never create more than ``n_trials``
+    of them. Queued (WAITING) trials, grid points and retries alike, are taken without
+    counting: they were counted when queued.
+    """
+
+    engine: sa.Engine
+    study_id: int
+
+    def ensure(self, n_trials: int | None) -> None:
+        """Record the budget and clear any stop request (creating or resuming a study)."""
+        with self.engine.begin() as con:
+            row = con.execute(
+                sa.select(budget_table.c.n_trials).where(budget_table.c.study_id == self.study_id)
+            ).first()
+            if row is None:
+                con.execute(budget_table.insert().values(study_id=self.study_id, n_trials=n_trials))
+            else:
+                con.execute(
+                    budget_table.update()
+                    .where(budget_table.c.study_id == self.study_id)
+                    .values(n_trials=n_trials, stop=None)
+                )
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[BudgetView]:
+        """Hold the study-wide lock while a trial is taken or created; see the counts."""
+        with self._lock() as con:
+            row = con.execute(
+                sa.select(budget_table.c.n_trials, budget_table.c.stop).where(
+                    budget_table.c.study_id == self.study_id
+                )
+            ).one()
+            yield BudgetView(
+                n_trials=row[0],
+                stop=row[1],
+                logical=_logical(con, self.study_id),
+                waiting=con.execute(_COUNT_WAITING, {"study": self.study_id}).scalar_one(),
+            )
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[sa.Connection]:
+        if self.engine.dialect.name != "sqlite":
+            # The row lock lasts until the block ends, so trials of a study are inserted one
+            # at a time and their ids become visible in increasing order. Optuna's trial
+            # cache relies on that (it reads only ids above the last finished one it saw).
+            with self.engine.begin() as con:
+                con.execute(
+                    sa.select(budget_table.c.study_id)
+                    .where(budget_table.c.study_id == self.study_id)
+                    .with_for_update()
+                )
+                yield con
+            return
+        # SQLite serializes writers, but a check-then-insert needs a lock across processes
+        # that is not the database's own (holding that would block Optuna's insert).
+        database = self.engine.url.database
+        path = f"{database}.hpo-lock" if database and database != ":memory:" else None
+        with _file_lock(path), self.engine.connect() as con:
+            yield con
+
+    def state(self) -> tuple[int | None, int, str | None]:
+        """(n_trials, logical trials so far, stop)."""
+        t = budget_table.c
+        with self.engine.connect() as con:
+            row = con.execute(
+                sa.select(t.n_trials, t.stop).where(t.study_id == self.study_id)
+            ).first()
+            logical = _logical(con, self.study_id)
+        return (None, logical, None) if row is None else (row[0], logical, row[1])
+
+    def request_stop(self, mode: str) -> None:
+        with self.engine.begin() as con:
+            con.execute(
+                budget_table.update()
+                .where(budget_table.c.study_id == self.study_id)
+                .values(stop=mode)
+            )
+
+    def delete(self) -> None:
+        with self.engine.begin() as con:
+            con.execute(budget_table.delete().where(budget_table.c.study_id == self.study_id))
+            con.execute(workers_table.delete().where(workers_table.c.study_id == self.study_id))
+
+
+@dataclass(frozen=True)
+class BudgetView:
+    """The budget as seen under the lock."""
+
+    n_trials: int | None
+    stop: str | None
+    logical: int  # logical trials created so far: a trial and its retries count once
+    waiting: int  # queued trials: grid points and retries, already counted
+
+    @property
+    def spent(self) -> bool:
+        return self.n_trials is not None and self.logical >= self.n_trials
+
+
+def _logical(con: sa.Connection, study_id: int) -> int:
+    rows = con.execute(_COUNT_TRIALS, {"study": study_id}).scalar_one()
+    return rows - con.execute(_COUNT_RETRIES, {"study": study_id}).scalar_one()
+
+
+@contextlib.contextmanager
+def _file_lock(path: str | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_ORPHANS = sa.text(
+    "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+    "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL "
+    "AND t.datetime_start < :before"
+)
+
+
+def orphan_trial_ids(engine: sa.Engine, study_id: int, *, grace_s: float) -> list[int]:
+    """RUNNING trials that never got a heartbeat and started over ``grace_s`` ago.
+
+    A worker killed between creating a trial and its first heartbeat leaves one; Optuna's
+    stale-trial check skips trials without a heartbeat, so it would stay RUNNING forever.
+    """
+    # Optuna stamps datetime_start with the local naive time of the process that started it.
+    before = dt.datetime.now() - dt.timedelta(seconds=grace_s)
+    with engine.connect() as con:
+        return [r[0] for r in con.execute(_ORPHANS, {"study": study_id, "before": before})]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def upsert_worker(engine: sa.Engine, row: dict[str, Any]) -> None:
+    t = workers_table
+    with engine.begin() as con:
+        res = con.execute(t.update().where(t.c.worker_id == row["worker_id"]).values(**row))
+        if res.rowcount == 0:
+            con.execute(t.insert().values(**row))
+
+
+def fleet(engine: sa.Engine, study_id: int) -> list[dict[str, Any]]:
+    t = workers_table
+    with engine.connect() as con:
+        rows = con.execute(
+            sa.select(t).where(t.c.study_id == study_id).order_by(t.c.host, t.c.pid, t.c.slot)
+        ).mappings()
+        return [dict(r) for r in rows]

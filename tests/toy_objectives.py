@@ -1,0 +1,64 @@
+"""Fast objectives for tests: plain functions, importable by spawned trial processes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import optuna
+
+from hpo.context import TrialContext
+
+
+def quadratic(trial: optuna.trial.BaseTrial) -> float:
+    """A plain Optuna objective, unchanged: define-by-run suggestions, reports, pruning."""
+    x = trial.suggest_float("x", -10, 10)
+    y = trial.suggest_int("y", 0, 5)
+    for step in range(3):
+        trial.report((x - 2) ** 2 + y + (3 - step), step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    time.sleep(float(os.environ.get("TOY_SLEEP", "0")))
+    return (x - 2) ** 2 + y
+
+
+def instant(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float:
+    """An hpo-style objective that returns at once: for budget and contention tests."""
+    time.sleep(float(ctx.params.get("sleep", 0.0)))
+    return float(sum(v for v in trial.params.values() if isinstance(v, int | float)))
+
+
+def grid_recorder(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float:
+    """Records every call in a directory so a test can count how often each point ran."""
+    out = ctx.params["record_dir"]
+    key = "-".join(f"{k}={trial.params[k]}" for k in sorted(trial.params))
+    with open(os.path.join(out, f"{key}__{os.getpid()}_{time.monotonic_ns()}"), "w"):
+        pass
+    time.sleep(float(ctx.params.get("sleep", 0.0)))
+    return float(trial.params.get("lr", 0.0))
+
+
+def failing(trial: optuna.trial.BaseTrial) -> float:
+    trial.suggest_float("x", 0, 1)
+    raise RuntimeError("boom")
+
+
+def sleeper(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float:
+    """Sleeps in steps, reporting each, and marks its checkpoint dir so retries can be seen."""
+    steps = int(ctx.params.get("steps", 10))
+    assert ctx.checkpoint_dir is not None
+    ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    marker = ctx.checkpoint_dir / "progress"
+    start = int(marker.read_text()) if marker.exists() else 0
+    trial.set_user_attr("resumed_from", start)
+    for step in range(start, steps):
+        time.sleep(float(ctx.params.get("step_s", 0.2)))
+        marker.write_text(str(step + 1))
+        trial.report(float(step), step)
+    return float(trial.params["x"])
+
+
+def hang(trial: optuna.trial.BaseTrial) -> float:
+    trial.suggest_float("x", 0, 1)
+    time.sleep(3600)
+    return 0.0
