@@ -1,29 +1,62 @@
-"""The worker's view of a study: Optuna's trial cache, read at most once a second.
+"""The worker's view of a study: Optuna's trial cache, read at most once a second, and its
+own trials' writes batched.
 
 A worker asks for trials, reports for them and tells them, and Optuna reads the whole study
-several times per ask (sampler, pruner, the trial itself). Plain ``_CachedStorage`` re-reads
-every unfinished trial from the database on each of those reads. Here:
+several times per ask (sampler, pruner, the trial itself) and writes one small transaction
+per parameter, attribute and report (each several statements). Here:
 
 - other workers' trials are re-read at most every ``max_age`` seconds: the sampler and the
-  pruner tolerate a view that is a second old, and that is where most of a worker's time went;
+  pruner tolerate a view that is a second old;
 - the trials this worker runs ("owned") are kept current in memory, since this process is the
-  only writer of them; every write still goes to the database first;
+  only writer of them. Their writes (parameters, attributes, reports, heartbeats) collect in
+  memory and go to the database together in one transaction: on :meth:`flush` (the worker
+  calls it once a trial is set up, and every tick), before every :meth:`sync`, and with the
+  trial's final state, which is written by a conditional update, so a trial that another
+  worker failed as stale meanwhile is left alone (and nothing of it is written);
 - reads that must be exact go to the database: the queue of WAITING trials (a trial must be
   popped by exactly one worker) and :meth:`sync`, which the worker calls where it needs a
   fresh view (before it enqueues a grid point).
+
+A worker killed with writes pending loses at most a second of its running trials' reports;
+those trials are retried anyway. Finished trials are written before the worker moves on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import datetime as dt
+import json
 import time
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from optuna.distributions import BaseDistribution
+import sqlalchemy as sa
+from optuna.distributions import (
+    BaseDistribution,
+    check_distribution_compatibility,
+    distribution_to_json,
+)
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, _CachedStorage
+from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
 _WAITING = (TrialState.WAITING,)
+_UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
+
+
+@dataclass
+class _Pending:
+    """Writes of one owned trial that are in memory but not yet in the database."""
+
+    params: dict[str, tuple[float, str]] = field(default_factory=dict)
+    user_attrs: dict[str, str] = field(default_factory=dict)
+    system_attrs: dict[str, str] = field(default_factory=dict)
+    intermediate: dict[int, float] = field(default_factory=dict)
+    heartbeat: bool = False
+    start: dt.datetime | None = None  # when a trial queued on its slot really started
 
 
 class WorkerStorage(_CachedStorage):
@@ -32,13 +65,24 @@ class WorkerStorage(_CachedStorage):
         self.max_age = max_age
         self._synced: dict[int, float] = {}
         self._owned: set[int] = set()
+        self._pending: dict[int, _Pending] = {}
+        self._queue_empty = False
+        self.popped = 0  # queued trials this worker has taken (a counter, to tell ask's way)
+        # Batched writes need an upsert; other dialects keep Optuna's write-through path.
+        self._batched = backend.engine.dialect.name in ("postgresql", "sqlite")
 
     @property
     def backend(self) -> RDBStorage:
         return self._backend
 
+    @property
+    def batched(self) -> bool:
+        """Whether owned trials' writes are batched (and trials can be requeued)."""
+        return self._batched
+
     def sync(self, study_id: int) -> None:
-        """Read every trial that changed since the last sync."""
+        """Read every trial that changed since the last sync (after writing ours)."""
+        self.flush()  # the read replaces cached trials: our pending writes must be in it
         self._read_trials_from_remote_storage(study_id)
         self._synced[study_id] = time.monotonic()
 
@@ -49,6 +93,8 @@ class WorkerStorage(_CachedStorage):
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
         if states is not None and tuple(states) == _WAITING:  # type: ignore[arg-type]
+            if self._queue_empty:
+                return []
             return self._backend.get_all_trials(study_id, deepcopy=deepcopy, states=states)
         if time.monotonic() - self._synced.get(study_id, float("-inf")) > self.max_age:
             self.sync(study_id)
@@ -58,29 +104,130 @@ class WorkerStorage(_CachedStorage):
                 (t for t in study.trials.values() if states is None or t.state in states),
                 key=lambda t: t.number,
             )
-        if deepcopy:
-            import copy
+        return copy.deepcopy(trials) if deepcopy else trials
 
-            return copy.deepcopy(trials)
-        return trials
+    @contextlib.contextmanager
+    def queue_empty(self, empty: bool) -> Iterator[None]:
+        """Within: answer "no queued trials" without reading, as the caller counted none
+        under the study lock. (A retry queued meanwhile waits for the next ask.)"""
+        self._queue_empty = empty
+        try:
+            yield
+        finally:
+            self._queue_empty = False
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         owned = self._owned_trial(trial_id)
         return owned if owned is not None else super().get_trial(trial_id)
 
-    # -- writes: to the database first, then to the owned trial in memory ---------------
+    # -- writes ------------------------------------------------------------------------
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         trial_id = super().create_new_trial(study_id, template_trial)
         if template_trial is None or template_trial.state == TrialState.RUNNING:
             self._owned.add(trial_id)
         return trial_id
 
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        trial = self._writable(trial_id)
+        if trial is None:
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+            return
+        with self._lock:
+            study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
+            study = self._studies[study_id]
+            known = study.param_distribution
+            if param_name not in known:  # first sight in this process: as stored before?
+                stored = (t for t in study.trials.values() if param_name in t.distributions)
+                known[param_name] = next(stored, trial).distributions.get(param_name, distribution)
+            check_distribution_compatibility(known[param_name], distribution)
+        pending = self._pending.setdefault(trial_id, _Pending())
+        pending.params[param_name] = (param_value_internal, distribution_to_json(distribution))
+        trial._params[param_name] = distribution.to_external_repr(param_value_internal)
+        trial._distributions[param_name] = distribution
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
+        trial = self._writable(trial_id)
+        if trial is None:
+            self._backend.set_trial_intermediate_value(trial_id, step, value)
+            return
+        self._pending.setdefault(trial_id, _Pending()).intermediate[step] = value
+        trial.intermediate_values[step] = value
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        trial = self._writable(trial_id)
+        if trial is None:
+            self._backend.set_trial_user_attr(trial_id, key=key, value=value)
+            return
+        self._pending.setdefault(trial_id, _Pending()).user_attrs[key] = json.dumps(value)
+        trial._user_attrs[key] = value
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        trial = self._writable(trial_id)
+        if trial is None:
+            self._backend.set_trial_system_attr(trial_id, key=key, value=value)
+            return
+        self._pending.setdefault(trial_id, _Pending()).system_attrs[key] = json.dumps(value)
+        trial._system_attrs[key] = value
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        if self._writable(trial_id) is None:
+            self._backend.record_heartbeat(trial_id)
+            return
+        self._pending.setdefault(trial_id, _Pending()).heartbeat = True
+
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
+        trial = self._writable(trial_id)
+        if trial is None or state == TrialState.RUNNING:
+            return self._set_state_through(trial_id, state, values)
+        # One transaction: the final state (only if no one else finished the trial first),
+        # its values and every write still pending for it.
+        now = dt.datetime.now()  # Optuna stamps trials with the writer's local time, too
+        t = models.TrialModel.__table__
+        with self._backend.engine.begin() as con:
+            res = con.execute(
+                t.update()
+                .where(t.c.trial_id == trial_id, t.c.state.in_(_UNFINISHED))
+                .values(state=state, datetime_complete=now if state.is_finished() else None)
+            )
+            finished_elsewhere = res.rowcount == 0  # then nothing else is written
+            if not finished_elsewhere:
+                if values is not None:
+                    self._upsert(
+                        con,
+                        models.TrialValueModel.__table__,
+                        ["trial_id", "objective"],
+                        [_value_row(trial_id, i, v) for i, v in enumerate(values)],
+                    )
+                self._write(con, {trial_id: self._pending.get(trial_id, _Pending())})
+        if finished_elsewhere:  # failed as stale by another worker: its writes are moot
+            self._pending.pop(trial_id, None)
+            self._owned.discard(trial_id)
+            raise UpdateFinishedTrialError(f"trial {trial.number} was already finished")
+        self._pending.pop(trial_id, None)
+        trial.state = state
+        trial._values = list(values) if values is not None else None
+        if state.is_finished():
+            trial.datetime_complete = now
+            self._owned.discard(trial_id)
+        return True
+
+    def _set_state_through(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None
+    ) -> bool:
+        """Optuna's own path: queued trials being popped, and dialects without upserts."""
+        self.flush()
         ok = self._backend.set_trial_state_values(trial_id, state=state, values=values)
         if ok and state == TrialState.RUNNING:
             self._own(trial_id)  # popped from the queue: this worker runs it now
+            self.popped += 1
         trial = self._owned_trial(trial_id)
         if ok and trial is not None:
             fresh = self._backend.get_trial(trial_id)  # the database sets the timestamps
@@ -93,36 +240,122 @@ class WorkerStorage(_CachedStorage):
             self._owned.discard(trial_id)
         return ok
 
-    def set_trial_param(
+    def set_trial_start(self, trial_id: int, when: dt.datetime) -> None:
+        """Restamp an owned trial that waited on its slot behind another with its real start."""
+        trial = self._writable(trial_id)
+        if trial is not None:
+            self._pending.setdefault(trial_id, _Pending()).start = when
+            trial.datetime_start = when
+
+    def requeue(self, trial_id: int) -> None:
+        """Put an owned trial that never started back in the queue, for any worker to take.
+
+        It keeps its parameters (whoever takes it runs those) and its place in the budget. Its
+        heartbeat goes: a taken trial is then an orphan with a grace period until its new
+        worker's first heartbeat, rather than stale at once.
+        """
+        pending = self._pending.pop(trial_id, _Pending())
+        pending.heartbeat, pending.start = False, None
+        t, hb = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+        with self._backend.engine.begin() as con:
+            self._write(con, {trial_id: pending})
+            con.execute(hb.delete().where(hb.c.trial_id == trial_id))
+            con.execute(
+                t.update()
+                .where(t.c.trial_id == trial_id, t.c.state == TrialState.RUNNING)
+                .values(state=TrialState.WAITING, datetime_start=None)
+            )
+        trial = self._owned_trial(trial_id)
+        if trial is not None:
+            trial.state, trial.datetime_start = TrialState.WAITING, None
+        self._owned.discard(trial_id)
+
+    def beat(self, trial_ids: Sequence[int]) -> None:
+        """Heartbeats for these running trials, with every pending write, in one transaction."""
+        for trial_id in trial_ids:
+            self.record_heartbeat(trial_id)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write every pending write of every owned trial, in one transaction."""
+        pending = {k: v for k, v in self._pending.items() if k in self._owned}
+        self._pending = pending
+        if not pending:
+            return
+        with self._backend.engine.begin() as con:
+            self._write(con, pending)
+        self._pending = {}
+
+    def _write(self, con: sa.Connection, pending: dict[int, _Pending]) -> None:
+        """Every write is an insert-or-update, so a flush repeated after a lost connection
+        (which may have committed) is harmless."""
+        m = models
+        self._upsert(
+            con,
+            m.TrialParamModel.__table__,
+            ["trial_id", "param_name"],
+            [
+                {"trial_id": i, "param_name": k, "param_value": v, "distribution_json": d}
+                for i, p in pending.items()
+                for k, (v, d) in p.params.items()
+            ],
+        )
+        for table, attr in (
+            (m.TrialUserAttributeModel.__table__, "user_attrs"),
+            (m.TrialSystemAttributeModel.__table__, "system_attrs"),
+        ):
+            self._upsert(
+                con,
+                table,
+                ["trial_id", "key"],
+                [
+                    {"trial_id": i, "key": k, "value_json": v}
+                    for i, p in pending.items()
+                    for k, v in getattr(p, attr).items()
+                ],
+            )
+        self._upsert(
+            con,
+            m.TrialIntermediateValueModel.__table__,
+            ["trial_id", "step"],
+            [
+                _intermediate_row(i, s, v)
+                for i, p in pending.items()
+                for s, v in p.intermediate.items()
+            ],
+        )
+        t = m.TrialModel.__table__
+        for i, p in pending.items():
+            if p.start is not None:
+                con.execute(t.update().where(t.c.trial_id == i).values(datetime_start=p.start))
+        beats = [{"trial_id": i} for i, p in pending.items() if p.heartbeat]
+        if beats:
+            self._upsert(
+                con, m.TrialHeartbeatModel.__table__, ["trial_id"], beats, now=["heartbeat"]
+            )
+
+    def _upsert(
         self,
-        trial_id: int,
-        param_name: str,
-        param_value_internal: float,
-        distribution: BaseDistribution,
+        con: sa.Connection,
+        table: sa.Table,
+        keys: list[str],
+        rows: list[dict[str, Any]],
+        *,
+        now: Sequence[str] = (),
     ) -> None:
-        super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
-        trial = self._owned_trial(trial_id)
-        if trial is not None:
-            trial._params[param_name] = distribution.to_external_repr(param_value_internal)
-            trial._distributions[param_name] = distribution
-
-    def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
-        self._backend.set_trial_intermediate_value(trial_id, step, value)
-        trial = self._owned_trial(trial_id)
-        if trial is not None:
-            trial.intermediate_values[step] = value
-
-    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._backend.set_trial_user_attr(trial_id, key=key, value=value)
-        trial = self._owned_trial(trial_id)
-        if trial is not None:
-            trial._user_attrs[key] = value
-
-    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._backend.set_trial_system_attr(trial_id, key=key, value=value)
-        trial = self._owned_trial(trial_id)
-        if trial is not None:
-            trial._system_attrs[key] = value
+        if not rows:
+            return
+        if con.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        # The database's clock for heartbeats, as Optuna's staleness check compares with it.
+        stmt = insert(table).values({c: sa.func.now() for c in now}) if now else insert(table)
+        columns = [*(c for c in rows[0] if c not in keys), *now]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={c: stmt.excluded[c] for c in columns}
+        )
+        con.execute(stmt, rows)
 
     # -- owned trials ------------------------------------------------------------------
     def _own(self, trial_id: int) -> None:
@@ -143,3 +376,27 @@ class WorkerStorage(_CachedStorage):
                 return None
             study_id, number = key
             return self._studies[study_id].trials.get(number)
+
+    def _writable(self, trial_id: int) -> FrozenTrial | None:
+        """The owned trial, if its writes may be batched; raises if it is finished."""
+        if not self._batched:
+            return None
+        trial = self._owned_trial(trial_id)
+        if trial is not None:
+            self.check_trial_is_updatable(trial_id, trial.state)
+        return trial
+
+
+def _value_row(trial_id: int, objective: int, value: float) -> dict[str, Any]:
+    stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+    return {"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind}
+
+
+def _intermediate_row(trial_id: int, step: int, value: float) -> dict[str, Any]:
+    stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+    return {
+        "trial_id": trial_id,
+        "step": step,
+        "intermediate_value": stored,
+        "intermediate_value_type": kind,
+    }

@@ -9,6 +9,7 @@ torch and the objective once, and can be killed at any time without corrupting a
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import datetime as dt
@@ -28,6 +29,12 @@ from optuna.distributions import BaseDistribution, distribution_to_json, json_to
 from optuna.trial import BaseTrial
 
 from hpo.context import TrialContext
+
+#: Set by the worker before its first trial process starts: the objective's module, which
+#: the forkserver (``hpo._forkserver``) imports once for all of them.
+OBJECTIVE_MODULE_ENV = "HPO_OBJECTIVE_MODULE"
+#: "forkserver" (the default) or "spawn": how the worker starts trial processes.
+START_METHOD_ENV = "HPO_START_METHOD"
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,46 @@ class RemoteError(RuntimeError):
     """An Optuna call the worker made on this trial's behalf raised."""
 
 
+class _Link:
+    """The pipe to the worker, as the trial process reads it.
+
+    The worker may send the next trial (and cancel it again) while this one runs, so a
+    reply to a call can arrive behind them: those wait in ``backlog`` for :meth:`next_job`.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.backlog: collections.deque[tuple[Any, ...]] = collections.deque()
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        self.conn.send(msg)
+
+    def reply(self) -> tuple[str, Any]:
+        while True:
+            msg = self.conn.recv()
+            if msg[0] in ("ok", "err"):
+                return msg[0], msg[1]
+            self.backlog.append(msg)
+
+    def next_job(self) -> TrialJob | None:
+        """The next trial to run, or None to exit; drops cancelled trials, saying so."""
+        while True:
+            while self.conn.poll():  # cancels that came in behind their trial count too
+                self.backlog.append(self.conn.recv())
+            if not self.backlog:
+                self.backlog.append(self.conn.recv())
+            cancelled = {m[1] for m in self.backlog if m[0] == "cancel"}
+            msg = self.backlog.popleft()
+            if msg[0] == "exit":
+                return None
+            if msg[0] != "trial":
+                continue  # a cancel whose trial already ran
+            job: TrialJob = msg[1]
+            if job.trial_id not in cancelled:
+                return job
+            self.conn.send(("cancelled", job.trial_id))
+
+
 class RemoteTrial(BaseTrial):
     """An Optuna trial whose storage operations are done by the worker process.
 
@@ -68,8 +115,8 @@ class RemoteTrial(BaseTrial):
     Optuna objective's define-by-run parameter) is sampled by the worker on request.
     """
 
-    def __init__(self, conn: Connection, job: TrialJob) -> None:
-        self._conn = conn
+    def __init__(self, link: _Link, job: TrialJob) -> None:
+        self._link = link
         self._job = job
         self._params = dict(job.params)
         self._dists = {k: json_to_distribution(v) for k, v in job.distributions.items()}
@@ -124,7 +171,7 @@ class RemoteTrial(BaseTrial):
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"the step must be a non-negative int, got {step!r}")
         # Fire and forget: the pipe keeps order, and a round trip per epoch buys nothing.
-        self._conn.send(("cast", "report", (value, step)))
+        self._link.send(("cast", "report", (value, step)))
 
     def should_prune(self) -> bool:
         if len(self._job.context.directions) > 1:
@@ -133,11 +180,11 @@ class RemoteTrial(BaseTrial):
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self._user_attrs[key] = value
-        self._conn.send(("cast", "set_user_attr", (key, value)))
+        self._link.send(("cast", "set_user_attr", (key, value)))
 
     def set_system_attr(self, key: str, value: Any) -> None:
         self._system_attrs[key] = value
-        self._conn.send(("cast", "set_system_attr", (key, value)))
+        self._link.send(("cast", "set_system_attr", (key, value)))
 
     def set_constraint(self, key: str, value: float) -> None:
         raise NotImplementedError("constraints are not supported by hpo workers")
@@ -172,8 +219,8 @@ class RemoteTrial(BaseTrial):
         return {}
 
     def _call(self, method: str, *args: Any) -> Any:
-        self._conn.send(("call", method, args))
-        kind, payload = self._conn.recv()
+        self._link.send(("call", method, args))
+        kind, payload = self._link.reply()
         if kind == "err":
             raise RemoteError(payload)
         return payload
@@ -196,26 +243,27 @@ def main(conn: Connection, objective_ref: str, env: Mapping[str, str], parent: i
         return
     _set_threads(env)
     conn.send(("ready", os.getpid()))
+    link = _Link(conn)
     while True:
         try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg[0] == "exit":
-            return
-        job: TrialJob = msg[1]
-        outcome = run_trial(conn, job, objective, arity)
-        try:
+            job = link.next_job()
+            if job is None:
+                # Nothing is left to save, so skip the interpreter's teardown: with torch
+                # loaded it takes long enough to slow down every worker's exit.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
+            outcome = run_trial(link, job, objective, arity)
             conn.send(("done", outcome))
-        except (BrokenPipeError, OSError):
-            return
+        except (EOFError, BrokenPipeError, OSError):
+            return  # the worker is gone
 
 
 def run_trial(
-    conn: Connection, job: TrialJob, objective: Callable[..., Any], arity: int
+    link: _Link, job: TrialJob, objective: Callable[..., Any], arity: int
 ) -> TrialOutcome:
     """Call the objective and map how it ended to a trial state, the way Optuna does."""
-    trial = RemoteTrial(conn, job)
+    trial = RemoteTrial(link, job)
     start = time.perf_counter()
     n = len(job.context.directions)
     try:
@@ -271,18 +319,24 @@ def _set_threads(env: Mapping[str, str]) -> None:
             torch.set_num_threads(int(threads))
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGKILL this process when its worker dies, so no orphan keeps a GPU."""
+def _die_with_parent(worker: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies, so no orphan keeps a GPU.
+
+    The parent is the worker's forkserver, which exits the moment the worker dies.
+    """
     if sys.platform != "linux":
         return
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    # The worker died before prctl took effect. Compared with its pid, not with 1: in a
-    # container without an init the worker itself is pid 1.
-    if os.getppid() != parent:
+    # The worker died before prctl took effect (then its forkserver is on its way out too).
+    try:
+        os.kill(worker, 0)
+    except ProcessLookupError:
         os._exit(1)
+    except PermissionError:
+        pass  # alive, as another user: cannot happen for our own parent, but is not death
 
 
 def checkpoint_dir(root: str, study: str, logical_number: int) -> Path:

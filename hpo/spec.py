@@ -638,11 +638,21 @@ def _one_line(e: BaseException) -> str:
 # Objectives
 
 
-def resolve_objective(ref: str, *, source: str = "<spec>") -> Callable[..., Any]:
-    """Import the objective a spec names: a built-in name or ``package.module:function``."""
+def objective_module(ref: str) -> str:
+    """The module of the objective a spec names (``""`` if the name is malformed)."""
+    return _objective_parts(ref)[0]
+
+
+def _objective_parts(ref: str) -> tuple[str, str]:
     module_name, _, attr = (
         (f"objectives.{ref}", ":", "objective") if ref in BUILTIN_OBJECTIVES else ref.partition(":")
     )
+    return module_name, attr
+
+
+def resolve_objective(ref: str, *, source: str = "<spec>") -> Callable[..., Any]:
+    """Import the objective a spec names: a built-in name or ``package.module:function``."""
+    module_name, attr = _objective_parts(ref)
     if not attr or not module_name:
         raise SpecError(
             source,

@@ -312,12 +312,14 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def upsert_worker(engine: sa.Engine, row: dict[str, Any]) -> None:
+def upsert_workers(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
+    """Insert or update this worker's fleet rows (one per slot), in one transaction."""
     t = workers_table
     with engine.begin() as con:
-        res = con.execute(t.update().where(t.c.worker_id == row["worker_id"]).values(**row))
-        if res.rowcount == 0:
-            con.execute(t.insert().values(**row))
+        for row in rows:
+            res = con.execute(t.update().where(t.c.worker_id == row["worker_id"]).values(**row))
+            if res.rowcount == 0:
+                con.execute(t.insert().values(**row))
 
 
 def fleet(engine: sa.Engine, study_id: int) -> list[dict[str, Any]]:

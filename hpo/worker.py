@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime as dt
 import logging
 import multiprocessing as mp
 import os
@@ -38,7 +39,8 @@ from optuna.trial import TrialState
 from hpo import _trial_process as tp
 from hpo.context import TrialContext
 from hpo.search import distributions, grid_points
-from hpo.storage import is_transient, orphan_trial_ids, upsert_worker, utcnow
+from hpo.spec import objective_module
+from hpo.storage import is_transient, orphan_trial_ids, upsert_workers, utcnow
 from hpo.study import logical_trial_number, retried_numbers, trial_seed
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ log = logging.getLogger("hpo.worker")
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 POLL_S = 0.5  # how long the loop blocks waiting for trial processes between ticks
+START_TIMEOUT_S = 300  # importing torch on a cold disk can be slow
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,12 @@ class _Proc:
     slot: Slot
     process: mp.process.BaseProcess
     conn: Connection
+    spawned: float
     ready: bool = False
     dead: bool = False
     running: _Running | None = None
+    queued: _Running | None = None  # sent ahead, to start the moment ``running`` ends
+    cancelling: bool = False  # asked the process to give ``queued`` back
     inbox: collections.deque[tuple[Any, ...]] = field(default_factory=collections.deque)
 
 
@@ -166,6 +172,10 @@ class Worker:
     checkpoint_dir: str | None = None  # overrides the spec's, e.g. a shared mount per machine
     tick_s: float = 1.0
     max_outage_s: float = 900.0
+    # A slot whose trials take less than this gets its next trial sampled and sent while the
+    # current one runs, so it never waits on the sampler or the database. Longer trials gain
+    # nothing from it and would let the sampler decide a trial earlier than it must.
+    prefetch_below_s: float = 60.0
     summary: Summary = field(default_factory=Summary)
 
     def __post_init__(self) -> None:
@@ -175,7 +185,12 @@ class Worker:
         self._dists = distributions(self._spec)
         self._grid = grid_points(self._spec) if self._spec.is_grid else None
         self._procs: list[_Proc] = []
-        self._ctx = mp.get_context("spawn")
+        # Trial processes fork from a server that imported their modules once (and never
+        # touched CUDA or the database): they start ready, rather than each importing torch.
+        method = os.environ.get(tp.START_METHOD_ENV, "forkserver")
+        self._ctx = mp.get_context("spawn" if method == "spawn" else "forkserver")
+        if method != "spawn":
+            self._ctx.set_forkserver_preload(["hpo._forkserver"])
         self._draining = ""  # why no new trials are started; "" while running normally
         self._stop_now = False
         self._exhausted = False
@@ -184,6 +199,7 @@ class Worker:
         self._started_at = utcnow()
         self._last_tick = self._last_beat = 0.0
         self._outage: tuple[float, int] | None = None  # (since, failed attempts)
+        self._typical_s: float | None = None  # moving average of this worker's trial times
         self._host = socket.gethostname()
 
     # -- the loop ----------------------------------------------------------------------
@@ -192,15 +208,19 @@ class Worker:
         restore = self._install_signal_handlers()
         try:
             self._start_processes()
-            while not self._finished():
+            while True:
                 try:
                     self._apply_inboxes()  # reports, prune checks and results, in order
                     if not self._draining:
-                        self._assign_trials()  # take or create a trial, for each idle slot
+                        self._assign_trials()  # take or create trials for idle slots
+                    else:
+                        self._cancel_queued()  # trials sent ahead go back to the queue
                     self._tick()  # heartbeats, stale trials, timeouts, stop flag, fleet
                     self._outage = None
                 except Exception as e:
                     self._back_off(e)  # storage unreachable: wait and go on, or give up
+                if self._finished():
+                    break
                 self._serve(POLL_S)  # wait for trial processes; reads pipes only
         finally:
             self._teardown()
@@ -213,15 +233,27 @@ class Worker:
         if self._stop_now:
             self.summary.stop_reason = self.summary.stop_reason or "stopped now"
             return True
-        if any(p.running or p.inbox or p.dead for p in self._procs):
+        if any(p.running or p.queued or p.inbox or p.dead for p in self._procs):
             return False
         if self._draining:
             self.summary.stop_reason = self._draining
             return True
-        if self._exhausted and self._study_idle:
+        if self._exhausted and (self._study_idle or self._refresh_idle()):
             self.summary.stop_reason = "budget spent"
             return True
         return False
+
+    def _refresh_idle(self) -> bool:
+        """Whether the study has nothing running or queued anywhere, read fresh: with the
+        budget spent, this worker stays only to take retries of other workers' trials."""
+        try:
+            self._storage.sync(self._ostudy._study_id)
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            return False  # the loop backs off on its next storage call
+        self._study_idle = self._progress().running == 0 and not self._waiting
+        return self._study_idle
 
     def _back_off(self, e: Exception) -> None:
         if not is_transient(e):
@@ -238,28 +270,56 @@ class Worker:
 
     # -- assigning trials --------------------------------------------------------------
     def _assign_trials(self) -> None:
-        for proc in self._procs:
-            if not proc.ready or proc.dead or proc.running is not None:
-                continue
-            trial = self._next_trial()
-            if trial is None:
-                return
-            self._send(proc, trial)
+        usable = [p for p in self._procs if p.ready and not p.dead]
+        idle = [p for p in usable if p.running is None]
+        ahead = [p for p in usable if p.running and not p.queued] if self._prefetch() else []
+        if not idle and not ahead:
+            return
+        try:
+            wanted = idle + ahead  # the budget may give fewer: idle slots come first
+            for proc, trial in zip(wanted, self._next_trials(len(wanted)), strict=False):
+                self._send(proc, trial)
+        finally:
+            self._storage.flush()  # the new trials' parameters, placement and heartbeats
 
-    def _next_trial(self) -> optuna.Trial | None:
+    def _prefetch(self) -> bool:
+        typical = self._typical_s
+        return self._storage.batched and typical is not None and typical < self.prefetch_below_s
+
+    def _cancel_queued(self) -> None:
+        for proc in self._procs:
+            if proc.queued is not None and not proc.cancelling and not proc.dead:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    proc.conn.send(("cancel", proc.queued.trial._trial_id))
+                proc.cancelling = True
+
+    def _next_trials(self, wanted: int) -> list[optuna.Trial]:
+        """Up to ``wanted`` trials, taken from the queue or created, in one turn of the lock."""
+        trials: list[optuna.Trial] = []
         with self.study.budget.turn() as budget:
-            if not budget.waiting:  # queued trials (retries, grid points) are taken first
-                if budget.spent or budget.stop:
-                    self._exhausted = True
-                    return None
-                if self._grid is not None:
-                    # The k-th logical trial of a grid is its k-th point; skip_if_exists
-                    # guards against a point enqueued twice, and needs a fresh view.
-                    self._storage.sync(self._ostudy._study_id)
-                    self._ostudy.enqueue_trial(self._grid[budget.logical], skip_if_exists=True)
-            self._exhausted = False
-            # Under the lock: ask() pops the oldest queued trial, or creates a new one.
-            return self._ostudy.ask(self._dists)
+            logical, waiting = budget.logical, budget.waiting
+            while len(trials) < wanted:
+                if not waiting:  # queued trials (retries, grid points) are taken first
+                    if budget.stop or (budget.n_trials is not None and logical >= budget.n_trials):
+                        self._exhausted = True
+                        break
+                    if self._grid is not None:
+                        # The k-th logical trial of a grid is its k-th point; skip_if_exists
+                        # guards against a point enqueued twice, and needs a fresh view.
+                        self._storage.sync(self._ostudy._study_id)
+                        self._ostudy.enqueue_trial(self._grid[logical], skip_if_exists=True)
+                        logical, waiting = logical + 1, waiting + 1
+                self._exhausted = False
+                popped = self._storage.popped
+                # Under the lock: ask() pops the oldest queued trial, or creates a new one (and
+                # with the queue known empty it does not read the queue).
+                with self._storage.queue_empty(not waiting):
+                    trials.append(self._ostudy.ask(self._dists))
+                if self._storage.popped > popped:
+                    waiting = max(0, waiting - 1)
+                else:
+                    logical += 1
+        return trials
 
     def _send(self, proc: _Proc, trial: optuna.Trial) -> None:
         frozen = trial._get_latest_trial()
@@ -288,7 +348,10 @@ class Worker:
             datetime_start=frozen.datetime_start,
         )
         proc.conn.send(("trial", job))
-        proc.running = _Running(trial=trial, started=time.monotonic())
+        if proc.running is None:
+            proc.running = _Running(trial=trial, started=time.monotonic())
+        else:
+            proc.queued = _Running(trial=trial, started=time.monotonic())
         log.info("trial %d started on slot %d %s", trial.number, proc.slot.index, frozen.params)
 
     # -- serving trial processes -------------------------------------------------------
@@ -318,10 +381,13 @@ class Worker:
         kind = msg[0]
         if kind == "ready":
             proc.ready = True
+            log.debug("slot %d ready after %.2f s", proc.slot.index, time.monotonic() - proc.spawned)
         elif kind == "fatal":
             self.summary.fatal = msg[1]
         elif kind == "done":
             self._finish(proc, msg[1])
+        elif kind == "cancelled":
+            self._requeue(proc, msg[1])
         elif kind in ("call", "cast") and proc.running is not None:
             _, method, args = msg
             try:
@@ -361,8 +427,13 @@ class Worker:
         state = TrialState[outcome.state]
         values = list(outcome.values) if outcome.values is not None else None
         self._close(running.trial, state, values, attrs)
-        proc.running = None
+        proc.running, proc.queued = proc.queued, None
+        if proc.running is not None:  # the trial sent ahead started as this one ended
+            proc.running.started = time.monotonic()
+            self._storage.set_trial_start(proc.running.trial._trial_id, dt.datetime.now())
         self._count(state)
+        d = outcome.duration_s
+        self._typical_s = d if self._typical_s is None else 0.8 * self._typical_s + 0.2 * d
         log.info(
             "trial %d %s %s", running.trial.number, state.name.lower(), values or outcome.reason
         )
@@ -401,14 +472,32 @@ class Worker:
     # -- faults ------------------------------------------------------------------------
     def _on_process_died(self, proc: _Proc) -> None:
         code = proc.process.exitcode
+        if not proc.ready:  # it never got as far as importing the objective: no use retrying
+            self.summary.fatal = (
+                self.summary.fatal or f"a trial process exited while starting (code {code})"
+            )
+            return
         self._abandon(proc, f"trial process died (exit code {code})")
         if self.summary.fatal or self._stop_now:
             return
         log.warning("slot %d: trial process died (exit code %s); restarting", proc.slot.index, code)
         self._procs[self._procs.index(proc)] = self._spawn(proc.slot)
 
+    def _requeue(self, proc: _Proc, trial_id: int) -> None:
+        """A trial sent ahead that the slot never started goes back to the study's queue."""
+        for attr in ("queued", "running"):  # it was promoted if its predecessor ended first
+            item = getattr(proc, attr)
+            if item is not None and item.trial._trial_id == trial_id:
+                self._storage.requeue(trial_id)
+                setattr(proc, attr, None)
+                log.info("trial %d went back to the queue", item.trial.number)
+        proc.cancelling = False
+
     def _abandon(self, proc: _Proc, reason: str) -> None:
-        """Fail the slot's running trial and queue its retry (subject to the retry limit)."""
+        """Fail the slot's running trial and queue its retry (subject to the retry limit);
+        a trial sent ahead goes back to the queue untouched."""
+        if proc.queued is not None:
+            self._requeue(proc, proc.queued.trial._trial_id)
         running = proc.running
         if running is None:
             return
@@ -427,7 +516,7 @@ class Worker:
 
     def _fail_orphans(self) -> None:
         """Fail and retry trials whose worker died before their first heartbeat."""
-        mine = {p.running.trial._trial_id for p in self._procs if p.running is not None}
+        mine = {r.trial._trial_id for p in self._procs for r in (p.running, p.queued) if r}
         grace = self._spec.retry.grace_period
         for trial_id in orphan_trial_ids(
             self.study.budget.engine, self._ostudy._study_id, grace_s=grace
@@ -461,14 +550,17 @@ class Worker:
         self._last_tick = now
         for proc in self._procs:
             self._check_trial_timeout(proc, now)
+            if not proc.ready and now - proc.spawned > START_TIMEOUT_S:
+                self.summary.fatal = f"a trial process did not start within {START_TIMEOUT_S} s"
         if now - self._last_beat >= self._spec.retry.heartbeat_interval:
             self._last_beat = now
-            for proc in self._procs:
-                if proc.running is not None:
-                    self._storage.record_heartbeat(proc.running.trial._trial_id)
+            self._storage.beat(
+                [r.trial._trial_id for p in self._procs for r in (p.running, p.queued) if r]
+            )
             # Other workers' trials whose heartbeat stopped: fail them and queue retries.
             optuna.storages.fail_stale_trials(self._ostudy)
             self._fail_orphans()
+        self._storage.flush()  # reports of running trials reach the database once a tick
         _, _, stop = self.study.budget.state()
         if stop == "now":
             self._stop_now = True
@@ -491,6 +583,8 @@ class Worker:
         if limit is None or proc.running is None or now - proc.running.started <= limit:
             return
         self._kill(proc)
+        if proc.queued is not None:
+            self._requeue(proc, proc.queued.trial._trial_id)
         reason = f"trial_timeout: ran longer than {limit:g} s"
         self._close(proc.running.trial, TrialState.FAIL, None, {"fail_reason": reason})
         proc.running = None
@@ -522,40 +616,30 @@ class Worker:
 
     def _update_fleet(self) -> None:
         now = utcnow()
-        for proc in self._procs:
-            upsert_worker(
-                self.study.budget.engine,
-                {
-                    "worker_id": f"{self._host}:{os.getpid()}:{proc.slot.index}",
-                    "study_id": self.study.budget.study_id,
-                    "host": self._host,
-                    "pid": os.getpid(),
-                    "slot": proc.slot.index,
-                    "gpu": proc.slot.gpu,
-                    "trial_number": proc.running.trial.number if proc.running else None,
-                    "state": "running"
-                    if proc.running
-                    else ("draining" if self._draining else "idle"),
-                    "started_at": self._started_at,
-                    "heartbeat_at": now,
-                },
-            )
+        rows = [
+            {
+                "worker_id": f"{self._host}:{os.getpid()}:{proc.slot.index}",
+                "study_id": self.study.budget.study_id,
+                "host": self._host,
+                "pid": os.getpid(),
+                "slot": proc.slot.index,
+                "gpu": proc.slot.gpu,
+                "trial_number": proc.running.trial.number if proc.running else None,
+                "state": "running" if proc.running else ("draining" if self._draining else "idle"),
+                "started_at": self._started_at,
+                "heartbeat_at": now,
+            }
+            for proc in self._procs
+        ]
+        upsert_workers(self.study.budget.engine, rows)
 
     # -- processes ---------------------------------------------------------------------
     def _start_processes(self) -> None:
+        """One trial process per slot; each gets trials as soon as it is ready."""
+        # Read by the forkserver as it starts (with this worker's first trial process).
+        os.environ[tp.OBJECTIVE_MODULE_ENV] = objective_module(self._spec.objective)
         self._waiting = False
         self._procs = [self._spawn(slot) for slot in self.slots]
-        deadline = time.monotonic() + 300  # importing torch on a cold disk can be slow
-        while not all(p.ready for p in self._procs) and not self.summary.fatal:
-            self._serve(POLL_S)
-            for proc in self._procs:
-                while proc.inbox:  # before a trial is sent only ready/fatal arrive
-                    self._handle(proc, proc.inbox.popleft())
-                if proc.dead and not proc.ready and not self.summary.fatal:
-                    code = proc.process.exitcode
-                    self.summary.fatal = f"a trial process exited while starting (code {code})"
-            if time.monotonic() > deadline:
-                self.summary.fatal = "trial processes did not start within 300 s"
 
     def _spawn(self, slot: Slot) -> _Proc:
         parent, child = self._ctx.Pipe(duplex=True)
@@ -567,7 +651,7 @@ class Worker:
         )
         process.start()
         child.close()
-        return _Proc(slot=slot, process=process, conn=parent)
+        return _Proc(slot=slot, process=process, conn=parent, spawned=time.monotonic())
 
     def _teardown(self) -> None:
         for proc in self._procs:

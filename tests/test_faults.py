@@ -49,22 +49,28 @@ def start_worker(url: str, *args: str) -> subprocess.Popen[str]:
 
 
 def trial_pids(worker_pid: int) -> list[int]:
-    """The worker's live trial processes (not multiprocessing's tracker, not zombies).
+    """The worker's live trial processes: the children of its forkserver (not the server
+    itself, not multiprocessing's resource tracker, not zombies).
 
     -ww: without it ps cuts args to the terminal width, and once pids grow a digit late in
-    a suite run "resource_tracker" falls off the end and the tracker passes for a trial.
+    a suite run the names that tell these processes apart fall off the end.
     """
     out = subprocess.run(
-        ["ps", "-ww", "-o", "pid=,stat=,args=", "--ppid", str(worker_pid)],
-        capture_output=True,
-        text=True,
+        ["ps", "-e", "-ww", "-o", "pid=,ppid=,stat=,args="], capture_output=True, text=True
     ).stdout
-    rows = [line.split(None, 2) for line in out.splitlines()]
-    return [
-        int(pid)
-        for pid, stat, args in rows
-        if "resource_tracker" not in args and not stat.startswith("Z")
-    ]
+    rows = [line.split(None, 3) for line in out.splitlines()]
+    live = [(int(pid), int(ppid), args) for pid, ppid, stat, args in rows if stat[0] != "Z"]
+    servers = {pid for pid, ppid, args in live if ppid == worker_pid and "forkserver" in args}
+    return [pid for pid, ppid, _ in live if ppid in servers]
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie nobody reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def only_trial_pid(worker_pid: int) -> int:
@@ -135,6 +141,8 @@ def test_sigkilled_worker_trial_goes_stale_and_another_worker_retries_it(
     victim = start_worker(pg_url)
     wait_for(lambda: any(v >= 3 for v in progress_of(tmp_path).values()), what="progress")
     survivor = start_worker(pg_url)
+    orphans = trial_pids(victim.pid)
+    assert orphans
     victim.send_signal(signal.SIGKILL)  # no chance to clean up: only the heartbeat tells
     victim.communicate(timeout=30)
     _, err = survivor.communicate(timeout=180)
@@ -144,8 +152,9 @@ def test_sigkilled_worker_trial_goes_stale_and_another_worker_retries_it(
     assert len(stale) == 1
     (retry,) = [t for t in ts if t.system_attrs.get("failed_trial") == stale[0].number]
     assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from"] >= 3
-    # every trial process died with its worker (PR_SET_PDEATHSIG): none left training
-    assert not trial_pids(victim.pid)
+    # every trial process died with its worker (its forkserver exits, PR_SET_PDEATHSIG
+    # kills them): none is left training
+    wait_for(lambda: not any(alive(pid) for pid in orphans), timeout=10, what="orphans dead")
 
 
 def test_sigterm_once_finishes_the_trial_twice_abandons_it(tmp_path: Path, sqlite_url: str) -> None:
