@@ -14,6 +14,11 @@ Efficiency = finished trials per second / (P / sleep). Overshoot = trials create
 budget.
 
     python benchmarks/coordination.py --processes 8 --sleep 0.2 --trials 400 --sampler tpe
+    python benchmarks/coordination.py --matrix    # the four configurations of issue 6
+    python benchmarks/coordination.py --sweep 1 2 4 8 16 32 --sleep 0.2 --plot eff.png
+
+``--sweep`` runs ``50 x P`` trials per process count P (10 s of ideal wall time each) and
+plots efficiency against the number of processes.
 """
 
 from __future__ import annotations
@@ -157,6 +162,75 @@ def summarize(label: str, wall: float, created: int, done: int, args: argparse.N
     }
 
 
+COLS = [
+    "setup",
+    "created",
+    "overshoot",
+    "wall_s",
+    "trials_per_s",
+    "efficiency",
+    "overhead_ms_per_trial",
+]
+TARGET = 0.9  # issue 6: efficiency at least 0.9, overshoot 0
+
+
+def run_config(args: argparse.Namespace, only: list[str]) -> list[dict]:
+    """Every setup in ``only`` on its own fresh database; prints the table."""
+    runs = {
+        "plain": lambda url: run_plain(url, args),
+        "hpo": lambda url: run_hpo(url, args, separate=False),
+        "hpo-separate": lambda url: run_hpo(url, args, separate=True),
+    }
+    rows = []
+    for name in only:
+        url = fresh_storage(args.storage, Path(args.tmp))
+        try:
+            rows.append(runs[name](url))
+        finally:
+            drop_storage(url)
+    print(
+        f"\n{args.processes} processes x {args.sleep} s, {args.trials} trials, {args.sampler}, "
+        f"{args.storage}"
+    )
+    print(" | ".join(COLS))
+    for r in rows:
+        print(" | ".join(str(r[c]) for c in COLS))
+    for r in rows:
+        if r["setup"].startswith("hpo"):
+            ok = r["efficiency"] >= TARGET and r["overshoot"] == 0
+            print(
+                f"{'PASS' if ok else 'FAIL'}: {r['setup']} efficiency {r['efficiency']} "
+                f"(target >= {TARGET}), overshoot {r['overshoot']} (target 0)"
+            )
+    return rows
+
+
+def plot_sweep(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for setup in dict.fromkeys(r["setup"].split(" (")[0] for r in rows):
+        pts = sorted(
+            (r["processes"], r["efficiency"]) for r in rows if r["setup"].startswith(setup)
+        )
+        label = "plain Optuna (MaxTrialsCallback)" if setup == "optuna" else "hpo worker -p P"
+        ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+    ax.axhline(TARGET, color="grey", linestyle=":", label=f"target {TARGET}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("trial processes P")
+    ax.set_ylabel("efficiency (trials/s over P / sleep)")
+    ax.set_ylim(0, 1.05)
+    r0 = rows[0]
+    ax.set_title(f"{r0['sampler']}, {r0['sleep_s']} s objective, 50 x P trials")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--processes", type=int, default=8)
@@ -165,39 +239,32 @@ def main() -> None:
     p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
     p.add_argument("--storage", choices=["postgres", "sqlite"], default="postgres")
     p.add_argument("--only", choices=["plain", "hpo", "hpo-separate"], nargs="*")
+    p.add_argument("--matrix", action="store_true", help="8 x 0.2 s and 32 x 1 s, tpe and random")
+    p.add_argument("--sweep", type=int, nargs="*", metavar="P", help="process counts to plot")
+    p.add_argument("--plot", type=Path, help="with --sweep: the PNG to write")
     p.add_argument("--json", type=Path, help="append the rows to this JSON-lines file")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    runs = {
-        "plain": lambda url: run_plain(url, args),
-        "hpo": lambda url: run_hpo(url, args, separate=False),
-        "hpo-separate": lambda url: run_hpo(url, args, separate=True),
-    }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         args.tmp = tmp
-        for name in args.only or list(runs):
-            url = fresh_storage(args.storage, Path(tmp))
-            try:
-                rows.append(runs[name](url))
-            finally:
-                drop_storage(url)
-    cols = [
-        "setup",
-        "created",
-        "overshoot",
-        "wall_s",
-        "trials_per_s",
-        "efficiency",
-        "overhead_ms_per_trial",
-    ]
-    print(
-        f"{args.processes} processes x {args.sleep} s, {args.trials} trials, {args.sampler}, "
-        f"{args.storage}"
-    )
-    print(" | ".join(cols))
-    for r in rows:
-        print(" | ".join(str(r[c]) for c in cols))
+        if args.matrix:
+            for procs, sleep in ((8, 0.2), (32, 1.0)):
+                for sampler in ("tpe", "random"):
+                    cfg = argparse.Namespace(
+                        **{**vars(args), "processes": procs, "sleep": sleep, "sampler": sampler}
+                    )
+                    # P separate workers: one per machine, as a fleet would run them.
+                    only = args.only or ["plain", "hpo", *(["hpo-separate"] * (procs <= 8))]
+                    rows += run_config(cfg, only)
+        elif args.sweep:
+            for procs in args.sweep:
+                cfg = argparse.Namespace(**{**vars(args), "processes": procs, "trials": 50 * procs})
+                rows += run_config(cfg, args.only or ["plain", "hpo"])
+            if args.plot:
+                plot_sweep(rows, args.plot)
+        else:
+            rows += run_config(args, args.only or ["plain", "hpo", "hpo-separate"])
     if args.json:
         with args.json.open("a") as f:
             for r in rows:

@@ -381,7 +381,9 @@ class Worker:
         kind = msg[0]
         if kind == "ready":
             proc.ready = True
-            log.debug("slot %d ready after %.2f s", proc.slot.index, time.monotonic() - proc.spawned)
+            log.debug(
+                "slot %d ready after %.2f s", proc.slot.index, time.monotonic() - proc.spawned
+            )
         elif kind == "fatal":
             self.summary.fatal = msg[1]
         elif kind == "done":
