@@ -225,7 +225,16 @@ class Worker:
         finally:
             self._teardown()
             restore()
+        self._report_progress()  # the final figures: the loop may end between ticks
         return self.summary
+
+    def _report_progress(self) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(self._progress())
+        except Exception as e:  # a progress line is not worth failing a finished run for
+            log.debug("no final progress: %s", type(e).__name__)
 
     def _finished(self) -> bool:
         if self.summary.fatal:

@@ -185,6 +185,36 @@ def test_sigterm_once_finishes_the_trial_twice_abandons_it(tmp_path: Path, sqlit
     assert_exact(sqlite_url, 5)
 
 
+def test_trials_sent_ahead_go_back_to_the_queue_when_a_worker_drains(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Short trials get their successor sent ahead; a drained worker returns those unstarted
+    (WAITING, parameters kept, no failed attempt), and the next worker runs them."""
+    spec = sleeper_spec(tmp_path, n_trials=24, steps=3, step_s=0.2)
+    assert run_hpo("create", str(spec), "--storage", sqlite_url).returncode == 0
+    worker = start_worker(sqlite_url, "--processes", "2")
+    wait_for(lambda: len(progress_of(tmp_path)) >= 6, what="trials sent ahead")
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    ts = trials(sqlite_url)
+    assert not [t for t in ts if t.state == TrialState.RUNNING]
+    returned = [t for t in ts if t.state == TrialState.WAITING]
+    assert returned, "no trial was sent ahead"
+    assert all(t.params and "failed_trial" not in t.system_attrs for t in returned)
+    assert not [t for t in ts if t.state == TrialState.FAIL]
+
+    worker = start_worker(sqlite_url, "--processes", "2")
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    ts = assert_exact(sqlite_url, 24)
+    assert len(ts) == 24 and not [t for t in ts if t.state == TrialState.FAIL]
+    by_number = {t.number: t for t in ts}
+    for t in returned:  # the same trial ran later, with the parameters it was sent with
+        assert by_number[t.number].params == t.params
+        assert by_number[t.number].state == TrialState.COMPLETE
+
+
 def test_hpo_stop_reaches_every_worker(tmp_path: Path, pg_url: str) -> None:
     spec = sleeper_spec(tmp_path, n_trials=50, steps=5, step_s=0.2)
     assert run_hpo("create", str(spec), "--storage", pg_url).returncode == 0
@@ -197,7 +227,8 @@ def test_hpo_stop_reaches_every_worker(tmp_path: Path, pg_url: str) -> None:
         assert w.returncode == 0, err
         assert "stopped by hpo stop" in err
     ts = trials(pg_url)
-    assert ts and all(t.state == TrialState.COMPLETE for t in ts)  # each finished its trial
+    # each finished its running trial; a trial sent ahead went back to the queue unstarted
+    assert ts and all(t.state in (TrialState.COMPLETE, TrialState.WAITING) for t in ts)
     assert len(ts) < 50
     status = run_hpo("status", "faults", "--storage", pg_url)
     assert "stop requested: graceful" in status.stdout
