@@ -29,9 +29,12 @@ if TYPE_CHECKING:
 # SQLite: a writer waits this long for the lock instead of failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 120
 # PostgreSQL: each process keeps at most this many connections (pool + overflow), so 32
-# worker processes stay well under the server's default max_connections of 100.
-PG_POOL_SIZE = 1
-PG_MAX_OVERFLOW = 1
+# worker processes stay well under the server's default max_connections of 100. Both are
+# pooled, not overflow: a worker needs two at once for every trial it creates (the study
+# lock and Optuna's session), and an overflow connection is closed on release, so each
+# trial paid a new connection (a server process forked per connection, several ms).
+PG_POOL_SIZE = 2
+PG_MAX_OVERFLOW = 0
 
 _metadata = sa.MetaData()
 budget_table = sa.Table(
