@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # CUDA torch you want first (or `make TORCH_SPEC=torch install`).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install quickstart test lint format bench clean
+.PHONY: install quickstart test lint format bench bench-all clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +43,22 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The quick figures (about 3 minutes); bench-all reproduces every table and plot of
+# BENCHMARKS.md (about 45 minutes on 2 cores; PostgreSQL on 127.0.0.1).
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py --epochs 5 --repeats 5 --threads 1
 	$(BIN)/python benchmarks/coordination.py --processes 8 --sleep 0.2 --trials 400
+
+bench-all: install
+	$(BIN)/python benchmarks/train_throughput.py --epochs 5 --repeats 5 --threads 1
+	$(BIN)/python benchmarks/coordination.py --matrix
+	$(BIN)/python benchmarks/coordination.py --sweep 1 2 4 8 16 32 --sleep 0.2 \
+	  --plot benchmarks/results/coordination_sweep.png
+	$(BIN)/python benchmarks/growth.py --json benchmarks/results/growth.json \
+	  --plot benchmarks/results/growth.png
+	$(BIN)/python benchmarks/worker_memory.py --json benchmarks/results/memory.json
+	$(BIN)/python benchmarks/search_efficiency.py --json benchmarks/results/search_efficiency.json \
+	  --plot benchmarks/results/search_efficiency.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache hpo.db checkpoints

@@ -67,6 +67,7 @@ class WorkerStorage(_CachedStorage):
         self._owned: set[int] = set()
         self._pending: dict[int, _Pending] = {}
         self._queue_empty = False
+        self._study_ids: dict[str, int] = {}
         self.popped = 0  # queued trials this worker has taken (a counter, to tell ask's way)
         # Batched writes need an upsert; other dialects keep Optuna's write-through path.
         self._batched = backend.engine.dialect.name in ("postgresql", "sqlite")
@@ -115,6 +116,13 @@ class WorkerStorage(_CachedStorage):
             yield
         finally:
             self._queue_empty = False
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        # Hyperband asks on every should_prune (for each bracket's view of the study); a
+        # study keeps its id for life, and a deleted one fails on its next write anyway.
+        if study_name not in self._study_ids:
+            self._study_ids[study_name] = self._backend.get_study_id_from_name(study_name)
+        return self._study_ids[study_name]
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         owned = self._owned_trial(trial_id)
