@@ -224,7 +224,16 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
             (r["processes"], r["efficiency"]) for r in rows if r["setup"].startswith(setup)
         )
         label = "plain Optuna (MaxTrialsCallback)" if setup == "optuna" else "hpo worker -p P"
-        ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+        (line,) = ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+        steady = sorted(
+            (r["processes"], r["steady_efficiency"]) for r in rows if r["setup"].startswith(setup)
+        )
+        ax.plot(
+            *zip(*steady, strict=True),
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{label}, steady state",
+        )
     ax.axhline(TARGET, color="grey", linestyle=":", label=f"target {TARGET}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("trial processes P")
