@@ -248,11 +248,7 @@ def main(conn: Connection, objective_ref: str, env: Mapping[str, str], parent: i
         try:
             job = link.next_job()
             if job is None:
-                # Nothing is left to save, so skip the interpreter's teardown: with torch
-                # loaded it takes long enough to slow down every worker's exit.
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(0)
+                return
             outcome = run_trial(link, job, objective, arity)
             conn.send(("done", outcome))
         except (EOFError, BrokenPipeError, OSError):
