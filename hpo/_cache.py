@@ -215,11 +215,10 @@ class WorkerStorage(_CachedStorage):
                         [_value_row(trial_id, i, v) for i, v in enumerate(values)],
                     )
                 self._write(con, {trial_id: self._pending.get(trial_id, _Pending())})
-        if finished_elsewhere:  # failed as stale by another worker: its writes are moot
-            self._pending.pop(trial_id, None)
+        self._pending.pop(trial_id, None)  # written, or moot
+        if finished_elsewhere:  # failed as stale by another worker
             self._owned.discard(trial_id)
             raise UpdateFinishedTrialError(f"trial {trial.number} was already finished")
-        self._pending.pop(trial_id, None)
         trial.state = state
         trial._values = list(values) if values is not None else None
         if state.is_finished():
