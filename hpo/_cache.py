@@ -68,6 +68,8 @@ class WorkerStorage(_CachedStorage):
         self._pending: dict[int, _Pending] = {}
         self._queue_empty = False
         self._study_ids: dict[str, int] = {}
+        # get_all_trials' answers, by study and states, until a trial is added or changes state
+        self._lists: dict[tuple[int, frozenset[TrialState] | None], list[FrozenTrial]] = {}
         self.popped = 0  # queued trials this worker has taken (a counter, to tell ask's way)
         # Batched writes need an upsert; other dialects keep Optuna's write-through path.
         self._batched = backend.engine.dialect.name in ("postgresql", "sqlite")
@@ -100,12 +102,22 @@ class WorkerStorage(_CachedStorage):
         if time.monotonic() - self._synced.get(study_id, float("-inf")) > self.max_age:
             self.sync(study_id)
         with self._lock:
-            study = self._studies[study_id]
-            trials = sorted(
-                (t for t in study.trials.values() if states is None or t.state in states),
-                key=lambda t: t.number,
-            )
+            by_number = self._studies[study_id].trials
+            # The sampler and the pruner read the whole study several times per trial; the
+            # list only changes when a trial is read in, created or changes state.
+            key = (study_id, None if states is None else frozenset(states))  # type: ignore[arg-type]
+            trials = self._lists.get(key)
+            if trials is None:
+                in_order = [by_number[n] for n in sorted(by_number)]
+                if states is not None:
+                    in_order = [t for t in in_order if t.state in states]
+                trials = self._lists[key] = in_order
+            trials = list(trials)  # the caller's to keep or change
         return copy.deepcopy(trials) if deepcopy else trials
+
+    def _add_trials_to_cache(self, study_id: int, trials: list[FrozenTrial]) -> None:
+        super()._add_trials_to_cache(study_id, trials)  # every read and created trial
+        self._lists.clear()
 
     @contextlib.contextmanager
     def queue_empty(self, empty: bool) -> Iterator[None]:
@@ -220,6 +232,7 @@ class WorkerStorage(_CachedStorage):
             self._owned.discard(trial_id)
             raise UpdateFinishedTrialError(f"trial {trial.number} was already finished")
         trial.state = state
+        self._lists.clear()
         trial._values = list(values) if values is not None else None
         if state.is_finished():
             trial.datetime_complete = now
@@ -239,6 +252,7 @@ class WorkerStorage(_CachedStorage):
         if ok and trial is not None:
             fresh = self._backend.get_trial(trial_id)  # the database sets the timestamps
             trial.state, trial._values = fresh.state, fresh._values
+            self._lists.clear()
             trial._datetime_start, trial.datetime_complete = (
                 fresh.datetime_start,
                 fresh.datetime_complete,
@@ -275,6 +289,7 @@ class WorkerStorage(_CachedStorage):
         trial = self._owned_trial(trial_id)
         if trial is not None:
             trial.state, trial.datetime_start = TrialState.WAITING, None
+            self._lists.clear()
         self._owned.discard(trial_id)
 
     def beat(self, trial_ids: Sequence[int]) -> None:

@@ -108,6 +108,9 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     check_sampler_options(spec.sampler.type, opts)
     cls = sampler_class(spec.sampler.type)
     if spec.sampler.type == "tpe":
+        from hpo._tpe import IncrementalTPESampler
+
+        cls = IncrementalTPESampler  # Optuna's TPE, each finished trial read once: same samples
         # Several workers ask at once; without the liar they all sample next to the same
         # best point. Optuna's docs recommend it for parallel TPE.
         opts.setdefault("constant_liar", True)
@@ -120,6 +123,10 @@ def make_pruner(p: PrunerSpec) -> optuna.pruners.BasePruner:
     opts = dict(p.options)
     check_pruner_options(p.type, opts)
     cls = pruner_class(p.type)
+    if p.type == "hyperband":
+        from hpo._hyperband import HyperbandPruner
+
+        cls = HyperbandPruner  # Optuna's, each trial's bracket computed once: same decisions
     if p.type == "patient":
         assert p.wrapped is not None  # the spec loader always sets it for patient
         wrapped = None if p.wrapped.type == "none" else make_pruner(p.wrapped)

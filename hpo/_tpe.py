@@ -1,0 +1,191 @@
+"""TPE whose record of the finished trials grows with the study instead of being rebuilt.
+
+Optuna's ``TPESampler`` rebuilds its observations from every trial on every ask: it sorts all
+finished trials in Python and converts each one's parameters again. That is Python work per
+trial per ask, and at 10,000 trials it is most of a worker's coordination cost. A finished
+trial never changes, so :class:`IncrementalTPESampler` converts each one once, keeps the
+results in arrays, and splits them with numpy. It samples exactly what ``TPESampler`` samples
+from the same history and seed (``tests/test_tpe.py`` compares the two); what it does not cover
+(several objectives, constraints) takes ``TPESampler``'s own path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.samplers import TPESampler
+from optuna.samplers._tpe.sampler import default_gamma
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class _History:
+    """Finished trials of one study and search space, one row each, in the order first seen.
+
+    Sort keys follow Optuna's split: a complete trial by its value (best first); a pruned one
+    by the last step it reached (furthest first), then its value there (NaN last), and one
+    that reported nothing after all others.
+    """
+
+    def __init__(self, search_space: dict[str, BaseDistribution], maximize: bool) -> None:
+        self.space = search_space
+        self.sign = -1.0 if maximize else 1.0
+        self.seen: set[int] = set()
+        self._rows: list[tuple[int, bool, float, float, tuple[float, ...] | None]] = []
+        self.number = np.empty(0, dtype=np.int64)
+        self.complete = np.empty(0, dtype=bool)
+        self.key = np.empty((0, 2))
+        self.obs = np.empty((0, len(search_space)))
+        self.has_params = np.empty(0, dtype=bool)
+
+    def add(self, trial: FrozenTrial, params: dict[str, Any]) -> None:
+        self.seen.add(trial.number)
+        if trial.state == TrialState.COMPLETE:
+            key: tuple[float, float] = (self.sign * float(trial.value), 0.0)  # type: ignore[arg-type]
+        elif trial.intermediate_values:
+            step, value = max(trial.intermediate_values.items())
+            key = (-step, math.inf if math.isnan(value) else self.sign * value)
+        else:
+            key = (1.0, 0.0)
+        self._rows.append(
+            (
+                trial.number,
+                trial.state == TrialState.COMPLETE,
+                *key,
+                internal_row(self.space, params),
+            )
+        )
+
+    def commit(self) -> None:
+        """Append the rows added since the last commit to the arrays."""
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        nan_row = (math.nan,) * len(self.space)
+        self.number = np.concatenate([self.number, [r[0] for r in rows]])
+        self.complete = np.concatenate([self.complete, [r[1] for r in rows]])
+        self.key = np.concatenate([self.key, [(r[2], r[3]) for r in rows]])
+        self.obs = np.concatenate(
+            [
+                self.obs,
+                np.array([r[4] or nan_row for r in rows], dtype=float).reshape(-1, len(self.space)),
+            ]
+        )
+        self.has_params = np.concatenate([self.has_params, [r[4] is not None for r in rows]])
+
+    def split(self, n_below: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices of the below and the above group, as Optuna's ``_split_trials``."""
+        complete = np.flatnonzero(self.complete)
+        pruned = np.flatnonzero(~self.complete)
+        # lexsort's last key is the primary one; the trial number breaks ties, as Optuna's
+        # stable sort over trials in number order does.
+        complete = complete[np.lexsort((self.number[complete], self.key[complete, 0]))]
+        pruned = pruned[np.lexsort((self.number[pruned], self.key[pruned, 1], self.key[pruned, 0]))]
+        n_complete = min(n_below, len(complete))
+        n_pruned = min(max(0, n_below - n_complete), len(pruned))
+        below = np.concatenate([complete[:n_complete], pruned[:n_pruned]])
+        above = np.concatenate([complete[n_complete:], pruned[n_pruned:]])
+        return below, above
+
+
+def internal_row(
+    space: dict[str, BaseDistribution], params: dict[str, Any]
+) -> tuple[float, ...] | None:
+    """The trial's parameters in the sampler's internal representation, or None if it lacks one."""
+    if not space.keys() <= params.keys():
+        return None
+    return tuple(float(d.to_internal_repr(params[name])) for name, d in space.items())
+
+
+class IncrementalTPESampler(TPESampler):
+    """``optuna.samplers.TPESampler`` that reads each finished trial once (same samples)."""
+
+    def _sample(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if len(study.directions) > 1 or self._constraints_func is not None:
+            return super()._sample(study, trial, search_space)
+        states = (*_FINISHED, TrialState.RUNNING) if self._constant_liar else _FINISHED
+        trials = study._get_trials(deepcopy=False, states=states, use_cache=not self._constant_liar)
+        history = self._history(study, search_space)
+        running: list[FrozenTrial] = []
+        n_finished = 0
+        for t in trials:
+            if t.state == TrialState.RUNNING:
+                if t.number != trial.number:
+                    running.append(t)
+                continue
+            n_finished += 1
+            if t.number not in history.seen:
+                history.add(t, t.params)
+        history.commit()
+        if n_finished != len(history.seen):  # a finished trial gone: trust nothing kept
+            self._histories.clear()
+            return super()._sample(study, trial, search_space)
+
+        if self._gamma is None:
+            self._gamma = default_gamma
+        below, above = history.split(self._gamma(n_finished))
+        liars = [
+            (t.number, internal_row(search_space, self._get_params(t, study))) for t in running
+        ]
+        mpe_below = self._estimator(search_space, history, below, [])
+        mpe_above = self._estimator(search_space, history, above, liars)
+
+        samples = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
+        acquisition = self._compute_acquisition_func(samples, mpe_below, mpe_above)
+        best = TPESampler._compare(samples, acquisition)
+        return {name: d.to_external_repr(best[name]) for name, d in search_space.items()}
+
+    def _history(self, study: optuna.Study, search_space: dict[str, BaseDistribution]) -> _History:
+        key = (study._study_id, study.study_name, tuple(search_space.items()))
+        if key not in self._histories:
+            maximize = study.direction == StudyDirection.MAXIMIZE
+            self._histories[key] = _History(search_space, maximize)
+        return self._histories[key]
+
+    @property
+    def _histories(self) -> dict[tuple[Any, ...], _History]:
+        # Set on first use: TPESampler's constructor stays the one spec options are checked on.
+        return self.__dict__.setdefault("_hpo_histories", {})
+
+    def _estimator(
+        self,
+        search_space: dict[str, BaseDistribution],
+        history: _History,
+        rows: np.ndarray,
+        extra: list[tuple[int, tuple[float, ...] | None]],
+    ) -> Any:
+        """The Parzen estimator over these rows (plus running trials), in trial-number order,
+        of the trials that have every parameter of the space."""
+        liar_numbers = np.array([n for n, _ in extra], dtype=np.int64)
+        numbers = np.concatenate([history.number[rows], liar_numbers])
+        width = len(search_space)
+        obs = np.concatenate(
+            [
+                history.obs[rows],
+                np.array([r or (math.nan,) * width for _, r in extra], dtype=float).reshape(
+                    -1, width
+                ),
+            ]
+        )
+        liar_has_params = np.array([r is not None for _, r in extra], dtype=bool)
+        keep = np.concatenate([history.has_params[rows], liar_has_params])
+        order = np.argsort(numbers, kind="stable")
+        obs = obs[order][keep[order]]
+        observations = {}
+        for j, (name, d) in enumerate(search_space.items()):
+            column = obs[:, j]
+            # Optuna's own arrays hold a categorical's choice indices as integers.
+            if isinstance(d, CategoricalDistribution) and len(column):
+                column = column.astype(np.int64)
+            observations[name] = column
+        return self._parzen_estimator_cls(
+            observations, search_space, self._parzen_estimator_parameters
+        )
