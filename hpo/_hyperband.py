@@ -10,6 +10,7 @@ computes it once per trial. Brackets, rungs and decisions are Optuna's own
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Container
 
 import optuna
@@ -20,24 +21,30 @@ class HyperbandPruner(optuna.pruners.HyperbandPruner):
     """``optuna.pruners.HyperbandPruner`` with each trial's bracket computed once."""
 
     def _get_bracket_id(self, study: optuna.Study, trial: FrozenTrial) -> int:
-        return self._bracket(study.study_name, trial.number)
-
-    def _bracket(self, study_name: str, number: int) -> int:
         if not self._pruners:  # not initialised yet: Optuna's answer, and nothing to keep
             return 0
-        brackets = self._brackets(study_name)
-        if number not in brackets:
-            hashed = super()._get_bracket_id(_Named(study_name), _Numbered(number))  # type: ignore[arg-type]
-            brackets[number] = hashed
-        return brackets[number]
+        return self._brackets(study.study_name, trial.number + 1).of[trial.number]
 
-    def _brackets(self, study_name: str) -> dict[int, int]:
-        """Trial number -> bracket, for the trials of this study seen so far."""
-        by_study: dict[str, dict[int, int]] = self.__dict__.setdefault("_hpo_brackets", {})
-        return by_study.setdefault(study_name, {})
+    def _brackets(self, study_name: str, upto: int) -> _Brackets:
+        """The brackets of this study's trials numbered below ``upto`` (at least)."""
+        by_study: dict[str, _Brackets] = self.__dict__.setdefault("_hpo_brackets", {})
+        brackets = by_study.setdefault(study_name, _Brackets(self._n_brackets or 0))
+        for number in range(len(brackets.of), upto):
+            hashed = super()._get_bracket_id(_Named(study_name), _Numbered(number))  # type: ignore[arg-type]
+            brackets.of.append(hashed)
+            brackets.members[hashed].append(number)
+        return brackets
 
     def _create_bracket_study(self, study: optuna.Study, bracket_id: int) -> optuna.Study:
         return _BracketStudy(study, self, bracket_id)
+
+
+class _Brackets:
+    """Each trial's bracket, by trial number, and each bracket's trial numbers, ascending."""
+
+    def __init__(self, n_brackets: int) -> None:
+        self.of: list[int] = []
+        self.members: list[list[int]] = [[] for _ in range(n_brackets)]
 
 
 class _BracketStudy(optuna.Study):
@@ -59,16 +66,15 @@ class _BracketStudy(optuna.Study):
         self, deepcopy: bool = True, states: Container[TrialState] | None = None
     ) -> list[FrozenTrial]:
         trials = self._get_trials(deepcopy=deepcopy, states=states)
-        known, mine = self._hyperband._brackets(self._name), self._bracket_id
-        ours = []
-        for t in trials:
-            n = t.number
-            bracket = known.get(n)
-            if bracket is None:
-                bracket = self._hyperband._bracket(self._name, n)
-            if bracket == mine:
-                ours.append(t)
-        return ours
+        if not trials:
+            return trials
+        brackets = self._hyperband._brackets(self._name, trials[-1].number + 1)
+        if trials[-1].number == len(trials) - 1:
+            # Numbers 0..n-1 in order (the whole study): a trial's number is its index.
+            members = brackets.members[self._bracket_id]
+            return [trials[i] for i in members[: bisect.bisect_left(members, len(trials))]]
+        of, mine = brackets.of, self._bracket_id
+        return [t for t in trials if of[t.number] == mine]
 
     def stop(self) -> None:
         self._study.stop()  # stops the real study's loop, as Optuna's bracket view does

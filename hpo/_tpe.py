@@ -23,6 +23,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_RUNNING = (TrialState.RUNNING,)
 
 
 class _History:
@@ -61,6 +62,21 @@ class _History:
                 internal_row(self.space, params),
             )
         )
+
+    def catch_up(self, finished: list[FrozenTrial]) -> bool:
+        """Add the trials of ``finished`` (the study's finished trials, by number) not yet
+        seen. A finished trial stays in its study for good, so False (start over) only if
+        there are fewer than were seen."""
+        new = len(finished) - len(self.seen)
+        # New trials are mostly the latest, so look from the end and stop once all are found.
+        for t in reversed(finished):
+            if new <= 0:
+                break
+            if t.number not in self.seen:
+                self.add(t, t.params)
+                new -= 1
+        self.commit()
+        return new == 0
 
     def commit(self) -> None:
         """Append the rows added since the last commit to the arrays."""
@@ -111,27 +127,22 @@ class IncrementalTPESampler(TPESampler):
     ) -> dict[str, Any]:
         if len(study.directions) > 1 or self._constraints_func is not None:
             return super()._sample(study, trial, search_space)
-        states = (*_FINISHED, TrialState.RUNNING) if self._constant_liar else _FINISHED
-        trials = study._get_trials(deepcopy=False, states=states, use_cache=not self._constant_liar)
+        # Straight from the storage: hpo's worker keeps these lists until the study changes,
+        # where Optuna's per-ask cache would filter every trial again.
+        storage, study_id = study._storage, study._study_id
+        finished = storage.get_all_trials(study_id, deepcopy=False, states=_FINISHED)
         history = self._history(study, search_space)
-        running: list[FrozenTrial] = []
-        n_finished = 0
-        for t in trials:
-            if t.state == TrialState.RUNNING:
-                if t.number != trial.number:
-                    running.append(t)
-                continue
-            n_finished += 1
-            if t.number not in history.seen:
-                history.add(t, t.params)
-        history.commit()
-        if n_finished != len(history.seen):  # a finished trial gone: trust nothing kept
+        if not history.catch_up(finished):  # not the study it saw: trust nothing kept
             self._histories.clear()
             return super()._sample(study, trial, search_space)
+        running: list[FrozenTrial] = []
+        if self._constant_liar:
+            running = storage.get_all_trials(study_id, deepcopy=False, states=_RUNNING)
+            running = [t for t in running if t.number != trial.number]
 
         if self._gamma is None:
             self._gamma = default_gamma
-        below, above = history.split(self._gamma(n_finished))
+        below, above = history.split(self._gamma(len(finished)))
         liars = [
             (t.number, internal_row(search_space, self._get_params(t, study))) for t in running
         ]
