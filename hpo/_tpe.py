@@ -4,9 +4,9 @@ Optuna's ``TPESampler`` rebuilds its observations from every trial on every ask:
 finished trials in Python and converts each one's parameters again. That is Python work per
 trial per ask, and at 10,000 trials it is most of a worker's coordination cost. A finished
 trial never changes, so :class:`IncrementalTPESampler` converts each one once, keeps the
-results in arrays, and splits them with numpy. It samples exactly what ``TPESampler`` samples
-from the same history and seed (``tests/test_tpe.py`` compares the two); what it does not cover
-(several objectives, constraints) takes ``TPESampler``'s own path.
+results in arrays, and splits them with numpy. It samples exactly what ``TPESampler``
+samples from the same history and seed (``tests/test_incremental.py`` compares the two); what
+it does not cover (several objectives, constraints) takes ``TPESampler``'s own path.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class _History:
         self.obs = np.empty((0, len(search_space)))
         self.has_params = np.empty(0, dtype=bool)
 
-    def add(self, trial: FrozenTrial, params: dict[str, Any]) -> None:
+    def add(self, trial: FrozenTrial) -> None:
         self.seen.add(trial.number)
         if trial.state == TrialState.COMPLETE:
             key: tuple[float, float] = (self.sign * float(trial.value), 0.0)  # type: ignore[arg-type]
@@ -59,7 +59,7 @@ class _History:
                 trial.number,
                 trial.state == TrialState.COMPLETE,
                 *key,
-                internal_row(self.space, params),
+                internal_row(self.space, trial.params),
             )
         )
 
@@ -73,7 +73,7 @@ class _History:
             if new <= 0:
                 break
             if t.number not in self.seen:
-                self.add(t, t.params)
+                self.add(t)
                 new -= 1
         self.commit()
         return new == 0
