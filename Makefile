@@ -50,13 +50,13 @@ bench: install
 	$(BIN)/python benchmarks/coordination.py --processes 8 --sleep 0.2 --trials 400
 
 bench-all: install
-	$(BIN)/python benchmarks/train_throughput.py --epochs 5 --repeats 5 --threads 1
+	$(BIN)/python benchmarks/train_throughput.py --epochs 5 --repeats 5 --threads 1 --batch-size 16 32 64 128 256
 	$(BIN)/python benchmarks/coordination.py --matrix
 	$(BIN)/python benchmarks/coordination.py --sweep 1 2 4 8 16 32 --sleep 0.2 \
 	  --plot benchmarks/results/coordination_sweep.png
 	$(BIN)/python benchmarks/growth.py --json benchmarks/results/growth.json \
 	  --plot benchmarks/results/growth.png
-	$(BIN)/python benchmarks/worker_memory.py --json benchmarks/results/memory.json
+	$(BIN)/python benchmarks/worker_memory.py --json benchmarks/results/memory.json --plot benchmarks/results/memory.png
 	$(BIN)/python benchmarks/search_efficiency.py --json benchmarks/results/search_efficiency.json \
 	  --plot benchmarks/results/search_efficiency.png
 
