@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -22,6 +23,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from hpo._cache import WorkerStorage
 from hpo._hyperband import HyperbandPruner
 from hpo._tpe import IncrementalTPESampler
 
@@ -40,10 +42,15 @@ def _drive(
     direction: str,
     n_trials: int,
     seed: int,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> list[tuple[Any, ...]]:
     """Run a scripted study and return what the sampler and the pruner decided."""
     study = optuna.create_study(
-        direction=direction, sampler=make_sampler(), pruner=make_pruner(), study_name="s"
+        direction=direction,
+        sampler=make_sampler(),
+        pruner=make_pruner(),
+        study_name="s",
+        storage=storage,
     )
     script = random.Random(seed)  # the same script for both studies: it never sees a decision
     running: list[optuna.Trial] = []
@@ -128,4 +135,33 @@ def test_hyperband_prunes_what_optuna_prunes(options: dict[str, Any]) -> None:
     theirs = _drive(sampler, lambda: optuna.pruners.HyperbandPruner(**options), "minimize", 300, 11)
     decisions = [e for e in ours if e[0] == "prune"]
     assert any(e[3] for e in decisions) and not all(e[3] for e in decisions)
+    assert ours == theirs
+
+
+def test_same_decisions_through_the_workers_storage(tmp_path: Path) -> None:
+    """The worker's storage (its cached, batched view of a real database) changes nothing."""
+
+    def storage(name: str) -> optuna.storages.BaseStorage:
+        return WorkerStorage(optuna.storages.RDBStorage(f"sqlite:///{tmp_path / name}.db"))
+
+    def tpe(cls: type[optuna.samplers.TPESampler]) -> Callable[[], optuna.samplers.BaseSampler]:
+        return lambda: cls(seed=3, constant_liar=True, multivariate=True, n_startup_trials=5)
+
+    ours = _drive(
+        tpe(IncrementalTPESampler),
+        lambda: HyperbandPruner(min_resource=1, max_resource=9),
+        "minimize",
+        60,
+        7,
+        storage("ours"),
+    )
+    theirs = _drive(
+        tpe(optuna.samplers.TPESampler),
+        lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9),
+        "minimize",
+        60,
+        7,
+        storage("theirs"),
+    )
+    assert [e for e in ours if e[0] == "prune" and e[3]], "the script prunes nothing"
     assert ours == theirs
