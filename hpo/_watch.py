@@ -7,9 +7,11 @@ until the study is finished or the user presses Ctrl-C. Drawing is the caller's 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -127,23 +129,70 @@ def watch(
     *,
     interval: float = 2.0,
     window_s: float = RATE_WINDOW_S,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> Snapshot | None:
     """Call ``on_snapshot`` every ``interval`` seconds until the study is finished.
 
     Ctrl-C ends the watch quietly (it only stops watching, never the study) and returns the
-    last snapshot shown, or None if there was none yet.
+    last snapshot shown, or None if there was none yet. While a snapshot is read, Ctrl-C only
+    marks the watch to stop after it: a KeyboardInterrupt raised inside the database driver
+    can leave a lock taken that the process then waits on for ever. A second Ctrl-C stops at
+    once, wherever the watch is.
     """
     last = None
+    with _ctrl_c() as ctrl_c:
+        try:
+            while not ctrl_c.pressed:
+                last = snapshot(study, window_s=window_s)
+                on_snapshot(last)
+                if last.finished:
+                    return last
+                ctrl_c.sleep(interval)
+        except KeyboardInterrupt:  # a second Ctrl-C, or a watch outside the main thread
+            pass
+    return last
+
+
+class _WakeUp(Exception):
+    """Raised by the Ctrl-C handler, only into :meth:`_CtrlC.sleep`."""
+
+
+class _CtrlC:
+    def __init__(self) -> None:
+        self.pressed = False
+        self._sleeping = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        if self._sleeping:
+            raise _WakeUp
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, or return as soon as Ctrl-C is pressed."""
+        try:
+            try:
+                self._sleeping = True
+                if not self.pressed:
+                    time.sleep(seconds)
+            finally:
+                self._sleeping = False
+        except _WakeUp:
+            pass
+
+
+@contextlib.contextmanager
+def _ctrl_c() -> Iterator[_CtrlC]:
+    ctrl_c = _CtrlC()
     try:
-        while True:
-            last = snapshot(study, window_s=window_s)
-            on_snapshot(last)
-            if last.finished:
-                return last
-            sleep(interval)
-    except KeyboardInterrupt:
-        return last
+        previous = signal.signal(signal.SIGINT, ctrl_c.handle)
+    except ValueError:  # not the main thread: Ctrl-C stays a plain KeyboardInterrupt
+        yield ctrl_c
+        return
+    try:
+        yield ctrl_c
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _rate(
