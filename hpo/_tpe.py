@@ -83,17 +83,12 @@ class _History:
         if not self._rows:
             return
         rows, self._rows = self._rows, []
-        nan_row = (math.nan,) * len(self.space)
+        obs, has_params = observation_rows([r[4] for r in rows], len(self.space))
         self.number = np.concatenate([self.number, [r[0] for r in rows]])
         self.complete = np.concatenate([self.complete, [r[1] for r in rows]])
         self.key = np.concatenate([self.key, [(r[2], r[3]) for r in rows]])
-        self.obs = np.concatenate(
-            [
-                self.obs,
-                np.array([r[4] or nan_row for r in rows], dtype=float).reshape(-1, len(self.space)),
-            ]
-        )
-        self.has_params = np.concatenate([self.has_params, [r[4] is not None for r in rows]])
+        self.obs = np.concatenate([self.obs, obs])
+        self.has_params = np.concatenate([self.has_params, has_params])
 
     def split(self, n_below: int) -> tuple[np.ndarray, np.ndarray]:
         """Row indices of the below and the above group, as Optuna's ``_split_trials``."""
@@ -117,6 +112,15 @@ def internal_row(
     if not space.keys() <= params.keys():
         return None
     return tuple(float(d.to_internal_repr(params[name])) for name, d in space.items())
+
+
+def observation_rows(
+    rows: list[tuple[float, ...] | None], width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of :func:`internal_row` as an array (NaN where a trial lacks a parameter) and
+    the mask of the trials that have them all."""
+    obs = np.array([r or (math.nan,) * width for r in rows], dtype=float).reshape(-1, width)
+    return obs, np.array([r is not None for r in rows], dtype=bool)
 
 
 class IncrementalTPESampler(TPESampler):
@@ -177,16 +181,8 @@ class IncrementalTPESampler(TPESampler):
         of the trials that have every parameter of the space."""
         liar_numbers = np.array([n for n, _ in extra], dtype=np.int64)
         numbers = np.concatenate([history.number[rows], liar_numbers])
-        width = len(search_space)
-        obs = np.concatenate(
-            [
-                history.obs[rows],
-                np.array([r or (math.nan,) * width for _, r in extra], dtype=float).reshape(
-                    -1, width
-                ),
-            ]
-        )
-        liar_has_params = np.array([r is not None for _, r in extra], dtype=bool)
+        liar_obs, liar_has_params = observation_rows([r for _, r in extra], len(search_space))
+        obs = np.concatenate([history.obs[rows], liar_obs])
         keep = np.concatenate([history.has_params[rows], liar_has_params])
         order = np.argsort(numbers, kind="stable")
         obs = obs[order][keep[order]]
