@@ -6,8 +6,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpo.spec import StudySpec, load_spec
-from hpo.study import Study, create_study, load_study
-from hpo.worker import Progress, Summary, Worker, default_slots, spread_slots
+from hpo.storage import peek_user_attr, resolve_url
+from hpo.study import SPEC_ATTR, Study, create_study, load_study
+from hpo.worker import (
+    Progress,
+    Summary,
+    Worker,
+    default_slots,
+    spread_slots,
+    start_trial_server,
+)
 
 
 def run(
@@ -27,6 +35,7 @@ def run(
     """
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
+    start_trial_server(spec.objective)  # its imports overlap with opening the study
     study = create_study(spec, storage, force=force)
     summary = Worker(
         study,
@@ -50,6 +59,11 @@ def join(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> tuple[Study, Summary]:
     """Join an existing study from this machine and work on it until it is done."""
+    # The objective, read ahead in one query, lets the trial processes' server import it
+    # while the study is opened (a failed read only means it starts later).
+    stored = peek_user_attr(resolve_url(storage), name, SPEC_ATTR)
+    if isinstance(stored, dict) and isinstance(stored.get("objective"), str):
+        start_trial_server(stored["objective"])
     study = load_study(name, storage)
     summary = Worker(
         study,

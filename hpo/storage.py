@@ -311,6 +311,41 @@ def orphan_trial_ids(engine: sa.Engine, study_id: int, *, grace_s: float) -> lis
         return [r[0] for r in con.execute(_ORPHANS, {"study": study_id, "before": before})]
 
 
+_USER_ATTR = sa.text(
+    "SELECT a.value_json FROM study_user_attributes a JOIN studies s ON s.study_id = a.study_id "
+    "WHERE s.study_name = :name AND a.key = :key"
+)
+
+
+def peek_user_attr(url: str, study_name: str, key: str) -> Any:
+    """A study's user attribute in one query on a throwaway connection; None on any failure.
+
+    Lets start-up work that needs the stored spec (the trial processes' forkserver) begin
+    while the study itself is still being opened. Never raises and never creates anything:
+    the normal open that follows reports every problem properly.
+    """
+    import json
+
+    try:
+        parsed = sa.engine.make_url(url)
+        backend = parsed.get_backend_name()
+        if backend == "sqlite" and not Path(parsed.database or "").is_file():
+            return None
+        # Short waits: a slow answer only means the start-up work begins later.
+        connect_args = {"timeout": 2} if backend == "sqlite" else {}
+        if backend == "postgresql":
+            connect_args = {"connect_timeout": 2}
+        engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool, connect_args=connect_args)
+        try:
+            with engine.connect() as con:
+                row = con.execute(_USER_ATTR, {"name": study_name, "key": key}).first()
+        finally:
+            engine.dispose()
+        return None if row is None else json.loads(row[0])
+    except Exception:
+        return None
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 

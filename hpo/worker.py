@@ -185,12 +185,7 @@ class Worker:
         self._dists = distributions(self._spec)
         self._grid = grid_points(self._spec) if self._spec.is_grid else None
         self._procs: list[_Proc] = []
-        # Trial processes fork from a server that imported their modules once (and never
-        # touched CUDA or the database): they start ready, rather than each importing torch.
-        method = os.environ.get(tp.START_METHOD_ENV, "forkserver")
-        self._ctx = mp.get_context("spawn" if method == "spawn" else "forkserver")
-        if method != "spawn":
-            self._ctx.set_forkserver_preload(["hpo._forkserver"])
+        self._ctx = mp.get_context(_start_method())
         self._draining = ""  # why no new trials are started; "" while running normally
         self._stop_now = False
         self._exhausted = False
@@ -647,8 +642,7 @@ class Worker:
     # -- processes ---------------------------------------------------------------------
     def _start_processes(self) -> None:
         """One trial process per slot; each gets trials as soon as it is ready."""
-        # Read by the forkserver as it starts (with this worker's first trial process).
-        os.environ[tp.OBJECTIVE_MODULE_ENV] = objective_module(self._spec.objective)
+        start_trial_server(self._spec.objective)  # already running if the caller started it
         self._waiting = False
         self._procs = [self._spawn(slot) for slot in self.slots]
 
@@ -711,6 +705,30 @@ class Worker:
                 signal.signal(s, h)
 
         return restore
+
+
+def _start_method() -> str:
+    return "spawn" if os.environ.get(tp.START_METHOD_ENV) == "spawn" else "forkserver"
+
+
+def start_trial_server(objective: str) -> None:
+    """Start the server that trial processes fork from, without waiting for it.
+
+    Trial processes fork from a server that imported Optuna, hpo and the objective's module
+    (and so torch) once, and never touched CUDA or the database: they start ready, rather
+    than each importing torch. Its imports take about as long as opening the study, so
+    callers that know the objective early start it first and the two overlap. Does nothing
+    if the server runs already or trial processes are spawned (``HPO_START_METHOD=spawn``).
+    """
+    if _start_method() == "spawn":
+        return
+    from multiprocessing import forkserver
+
+    # Read by the server as it starts (hpo._forkserver); a server started earlier for
+    # another objective still works: the trial process imports its own objective.
+    os.environ[tp.OBJECTIVE_MODULE_ENV] = objective_module(objective)
+    mp.get_context("forkserver").set_forkserver_preload(["hpo._forkserver"])
+    forkserver.ensure_running()
 
 
 def default_slots(processes: int, gpus: Sequence[str] = (), per_gpu: int = 1) -> list[Slot]:

@@ -156,3 +156,25 @@ def test_trial_timeout_kills_a_hanging_trial_and_goes_on(tmp_path: Path, sqlite_
     trials = study.optuna.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert all("trial_timeout" in t.user_attrs["fail_reason"] for t in trials)
+
+
+def test_stored_objective_is_read_ahead_without_opening_the_study(
+    tmp_path: Path, any_url: str
+) -> None:
+    from hpo.storage import peek_user_attr
+    from hpo.study import SPEC_ATTR
+
+    hpo.create_study(hpo.parse_spec(spec_text(tmp_path)), any_url)
+    stored = peek_user_attr(any_url, "toy", SPEC_ATTR)
+    assert stored["objective"] == "toy_objectives:quadratic"
+    assert peek_user_attr(any_url, "no-such-study", SPEC_ATTR) is None
+
+
+def test_read_ahead_never_fails_nor_creates_anything(tmp_path: Path) -> None:
+    from hpo.storage import peek_user_attr
+
+    missing = tmp_path / "missing.db"
+    assert peek_user_attr(f"sqlite:///{missing}", "toy", "spec") is None
+    assert not missing.exists()
+    assert peek_user_attr("postgresql+psycopg://postgres@127.0.0.1:1/x", "toy", "spec") is None
+    assert peek_user_attr("nosuchdb://x", "toy", "spec") is None
