@@ -200,7 +200,7 @@ def run(
             on_progress=on_progress,
         )
     _console.print_summary(study, summary)
-    sys.exit(_exit_code(summary))
+    _exit(_exit_code(summary), study)
 
 
 @main.command()
@@ -273,7 +273,7 @@ def worker(
             on_progress=on_progress,
         )
     _console.print_summary(loaded, summary)
-    sys.exit(_exit_code(summary))
+    _exit(_exit_code(summary), loaded)
 
 
 @main.command()
@@ -556,6 +556,29 @@ def _exit_code(summary: Any) -> int:
     return 0
 
 
+def _exit(code: int, study: Any) -> None:
+    """End a run: everything is written, so as the ``hpo`` command skip the interpreter's
+    teardown of Optuna, SQLAlchemy and torch (0.1-0.3 s, paid by every worker and every
+    short run); called in-process, exit normally."""
+    if not _FAST_EXIT:
+        sys.exit(code)
+    study.budget.engine.dispose()  # close the connections politely, not by a reset
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+_FAST_EXIT = False
+
+
+def entry() -> None:
+    """The ``hpo`` command (``main`` is the click group, for callers in-process)."""
+    global _FAST_EXIT
+    _FAST_EXIT = True
+    main()
+
+
 def _write(text: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
@@ -565,4 +588,4 @@ def _write(text: str, output: Path | None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry()

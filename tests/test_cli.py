@@ -119,3 +119,25 @@ def test_password_never_printed(tmp_path: Path) -> None:
         assert "Traceback" not in res.stderr
     env_only = run_hpo("status", "toy", HPO_STORAGE=url)
     assert env_only.returncode == 1 and secret not in env_only.stdout + env_only.stderr
+
+
+def test_run_called_in_process_returns_to_its_caller(tmp_path: Path) -> None:
+    """The `hpo` command skips the interpreter's teardown on exit; `main` called from Python
+    must still raise SystemExit like any click command, not end the caller's process."""
+    import subprocess
+    import sys
+
+    from conftest import hpo_env
+
+    spec = write_spec(tmp_path / "toy.yaml", toy_spec(3))
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    code = (
+        "from hpo.cli import main\n"
+        f"try:\n    main(['run', {str(spec)!r}, '--storage', {url!r}])\n"
+        "except SystemExit as e:\n    print('caller continues, code', e.code)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=hpo_env(), capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert "best trial #" in res.stdout and "caller continues, code 0" in res.stdout
