@@ -12,7 +12,9 @@ work in between (``growth_objective.py``). For each study size N (default 100, 1
   pruner makes them (same bracket per trial number, a trial is promoted at a rung when its
   value is in the top third of that bracket's rung so far), so most trials end PRUNED after 2,
   4 or 10 steps and carry the ``completed_rung_*`` attributes the pruner reads. The base grows
-  from one N to the next and is snapshotted at each N (``CREATE DATABASE ... TEMPLATE``);
+  from one N to the next, is vacuumed and analyzed at each N (what PostgreSQL's autovacuum
+  would have done meanwhile; the dev server runs without it) and snapshotted
+  (``CREATE DATABASE ... TEMPLATE``);
   every measurement runs on a fresh copy of its snapshot, so both sides, and every repeat,
   start from the same study.
 - **rounds**: ``--repeats`` rounds, each over all sizes in turn, so that load from other work
@@ -108,6 +110,19 @@ def create_db(template: str | None = None) -> str:
 
 def drop_db(name: str) -> None:
     _admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def analyze_db(name: str) -> None:
+    """``VACUUM ANALYZE``, as autovacuum does after a table's rows change (by default; the dev
+    server runs without it). Without statistics the planner takes the 10,000 trials of a
+    study for a few dozen and scans them all to find the few new ones."""
+    url = db_url(name)
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            con.exec_driver_sql("VACUUM ANALYZE")
+    finally:
+        engine.dispose()  # a template database must have no open connection
 
 
 def db_url(name: str) -> str:
@@ -496,6 +511,7 @@ def main() -> None:
             prefill = Prefill(db_url(base), args.seed)
             for n in sizes:
                 prefill.extend(n)
+                analyze_db(base)
                 snaps[n] = create_db(template=base)
                 states[n] = dict(prefill.states)
             # 2. Rounds over all sizes, so that load from other work on the machine falls on

@@ -23,6 +23,7 @@ those trials are retried anyway. Finished trials are written before the worker m
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import copy
 import datetime as dt
@@ -68,8 +69,8 @@ class WorkerStorage(_CachedStorage):
         self._pending: dict[int, _Pending] = {}
         self._queue_empty = False
         self._study_ids: dict[str, int] = {}
-        # get_all_trials' answers, by study and states, until a trial is added or changes state
-        self._lists: dict[tuple[int, frozenset[TrialState] | None], list[FrozenTrial]] = {}
+        # Each study's cached trials in number order, and its lists by states
+        self._in_order: dict[int, _InOrder] = {}
         self.popped = 0  # queued trials this worker has taken (a counter, to tell ask's way)
         # Batched writes need an upsert; other dialects keep Optuna's write-through path.
         self._batched = backend.engine.dialect.name in ("postgresql", "sqlite")
@@ -102,22 +103,22 @@ class WorkerStorage(_CachedStorage):
         if time.monotonic() - self._synced.get(study_id, float("-inf")) > self.max_age:
             self.sync(study_id)
         with self._lock:
-            by_number = self._studies[study_id].trials
-            # The sampler and the pruner read the whole study several times per trial; the
-            # list only changes when a trial is read in, created or changes state.
-            key = (study_id, None if states is None else frozenset(states))  # type: ignore[arg-type]
-            trials = self._lists.get(key)
-            if trials is None:
-                in_order = [by_number[n] for n in sorted(by_number)]
-                if states is not None:
-                    in_order = [t for t in in_order if t.state in states]
-                trials = self._lists[key] = in_order
-            trials = list(trials)  # the caller's to keep or change
+            # The sampler and the pruner read the whole study several times per trial.
+            trials = self._ordered(study_id).get(states)  # a new list: the caller's
         return copy.deepcopy(trials) if deepcopy else trials
 
     def _add_trials_to_cache(self, study_id: int, trials: list[FrozenTrial]) -> None:
         super()._add_trials_to_cache(study_id, trials)  # every read and created trial
-        self._lists.clear()
+        ordered = self._ordered(study_id)
+        for trial in trials:
+            ordered.put(trial)
+
+    def _ordered(self, study_id: int) -> _InOrder:
+        trials = self._studies[study_id].trials
+        ordered = self._in_order.get(study_id)
+        if ordered is None or ordered.source is not trials:  # new, or the study was re-read
+            ordered = self._in_order[study_id] = _InOrder(trials)
+        return ordered
 
     @contextlib.contextmanager
     def queue_empty(self, empty: bool) -> Iterator[None]:
@@ -232,7 +233,6 @@ class WorkerStorage(_CachedStorage):
             self._owned.discard(trial_id)
             raise UpdateFinishedTrialError(f"trial {trial.number} was already finished")
         trial.state = state
-        self._lists.clear()
         trial._values = list(values) if values is not None else None
         if state.is_finished():
             trial.datetime_complete = now
@@ -252,7 +252,6 @@ class WorkerStorage(_CachedStorage):
         if ok and trial is not None:
             fresh = self._backend.get_trial(trial_id)  # the database sets the timestamps
             trial.state, trial._values = fresh.state, fresh._values
-            self._lists.clear()
             trial._datetime_start, trial.datetime_complete = (
                 fresh.datetime_start,
                 fresh.datetime_complete,
@@ -289,7 +288,6 @@ class WorkerStorage(_CachedStorage):
         trial = self._owned_trial(trial_id)
         if trial is not None:
             trial.state, trial.datetime_start = TrialState.WAITING, None
-            self._lists.clear()
         self._owned.discard(trial_id)
 
     def beat(self, trial_ids: Sequence[int]) -> None:
@@ -407,6 +405,63 @@ class WorkerStorage(_CachedStorage):
         if trial is not None:
             self.check_trial_is_updatable(trial_id, trial.state)
         return trial
+
+
+class _InOrder:
+    """A study's cached trials by number, and its lists by states, kept up to date as trials
+    are read in and change, rather than sorted and filtered again after every change.
+
+    Trials numbered below ``settled`` are all finished: they never change state again, so each
+    list keeps its part of them, and only the trials from ``settled`` on are filtered per read.
+    """
+
+    def __init__(self, source: dict[int, FrozenTrial]) -> None:
+        self.source = source  # the cache's own trials of the study, by number
+        self.trials: list[FrozenTrial | None] = []  # by number; None for one not read yet
+        self.settled = 0
+        self.kept: dict[frozenset[TrialState] | None, list[FrozenTrial]] = {}
+        for number in sorted(source):
+            self.put(source[number])
+
+    def put(self, trial: FrozenTrial) -> None:
+        """A trial read in or created (a finished one may be read again: a fresh copy)."""
+        n = trial.number
+        if n >= len(self.trials):
+            self.trials.extend([None] * (n + 1 - len(self.trials)))
+        old, self.trials[n] = self.trials[n], trial
+        if n >= self.settled:
+            return
+        if old is None or old.state != trial.state:  # a settled trial changed: start over
+            self.settled, self.kept = 0, {}
+            return
+        for states, kept in self.kept.items():
+            if states is None or trial.state in states:
+                kept[bisect.bisect_left(kept, n, key=_number)] = trial
+
+    def get(self, states: Container[TrialState] | None) -> list[FrozenTrial]:
+        """The trials in these states (all if None), by number, in a new list."""
+        self._settle()
+        key = None if states is None else frozenset(states)  # type: ignore[arg-type]
+        kept = self.kept.get(key)
+        if kept is None:
+            settled: list[FrozenTrial] = self.trials[: self.settled]  # type: ignore[assignment]
+            kept = self.kept[key] = [t for t in settled if key is None or t.state in key]
+        rest = self.trials[self.settled :]
+        return kept + [t for t in rest if t is not None and (key is None or t.state in key)]
+
+    def _settle(self) -> None:
+        """Move the finished trials next to the settled ones into the lists."""
+        trials, n = self.trials, self.settled
+        while n < len(trials) and (t := trials[n]) is not None and t.state.is_finished():
+            for states, kept in self.kept.items():
+                if states is None or t.state in states:
+                    kept.append(t)
+            n += 1
+        self.settled = n
+
+
+def _number(trial: FrozenTrial) -> int:
+    return trial.number
 
 
 def _value_row(trial_id: int, objective: int, value: float) -> dict[str, Any]:

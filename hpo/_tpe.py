@@ -4,9 +4,12 @@ Optuna's ``TPESampler`` rebuilds its observations from every trial on every ask:
 finished trials in Python and converts each one's parameters again. That is Python work per
 trial per ask, and at 10,000 trials it is most of a worker's coordination cost. A finished
 trial never changes, so :class:`IncrementalTPESampler` converts each one once, keeps the
-results in arrays, and splits them with numpy. It samples exactly what ``TPESampler``
-samples from the same history and seed (``tests/test_incremental.py`` compares the two); what
-it does not cover (several objectives, constraints) takes ``TPESampler``'s own path.
+results in arrays, in Optuna's orders (a new trial is inserted in its place, nothing sorted
+again), and splits them with numpy. Its candidates are scored with ``hpo._parzen.log_pdf``,
+Optuna's log density to the last bit at a fraction of its cost. It samples exactly what
+``TPESampler`` samples from the same history and seed (``tests/test_incremental.py`` compares
+the two); what it does not cover (several objectives, constraints) takes ``TPESampler``'s own
+path.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import TPESampler
+from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
 from optuna.samplers._tpe.sampler import default_gamma
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+from hpo._parzen import log_pdf
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _RUNNING = (TrialState.RUNNING,)
@@ -44,6 +50,11 @@ class _History:
         self.key = np.empty((0, 2))
         self.obs = np.empty((0, len(search_space)))
         self.has_params = np.empty(0, dtype=bool)
+        # Row indices in Optuna's orders, kept as rows come: complete trials by their key,
+        # pruned ones by theirs, and all by trial number.
+        self.complete_order = _Sorted()
+        self.pruned_order = _Sorted()
+        self.by_number = _Sorted()
 
     def add(self, trial: FrozenTrial) -> None:
         self.seen.add(trial.number)
@@ -89,20 +100,46 @@ class _History:
         self.key = np.concatenate([self.key, [(r[2], r[3]) for r in rows]])
         self.obs = np.concatenate([self.obs, obs])
         self.has_params = np.concatenate([self.has_params, has_params])
+        new = np.arange(len(self.number) - len(rows), len(self.number))
+        # The trial number breaks ties, as Optuna's stable sort over trials by number does.
+        complete = new[self.complete[new]]
+        self.complete_order.add(complete, [self.key[:, 0], self.number])
+        pruned = new[~self.complete[new]]
+        self.pruned_order.add(pruned, [self.key[:, 0], self.key[:, 1], self.number])
+        self.by_number.add(new, [self.number])
 
     def split(self, n_below: int) -> tuple[np.ndarray, np.ndarray]:
         """Row indices of the below and the above group, as Optuna's ``_split_trials``."""
-        complete = np.flatnonzero(self.complete)
-        pruned = np.flatnonzero(~self.complete)
-        # lexsort's last key is the primary one; the trial number breaks ties, as Optuna's
-        # stable sort over trials in number order does.
-        complete = complete[np.lexsort((self.number[complete], self.key[complete, 0]))]
-        pruned = pruned[np.lexsort((self.number[pruned], self.key[pruned, 1], self.key[pruned, 0]))]
+        complete, pruned = self.complete_order.rows, self.pruned_order.rows
         n_complete = min(n_below, len(complete))
         n_pruned = min(max(0, n_below - n_complete), len(pruned))
         below = np.concatenate([complete[:n_complete], pruned[:n_pruned]])
         above = np.concatenate([complete[n_complete:], pruned[n_pruned:]])
         return below, above
+
+
+class _Sorted:
+    """Row indices sorted by key columns (most significant first; the last one unique), as
+    ``np.lexsort`` sorts them, kept sorted as rows come rather than sorted again per ask."""
+
+    def __init__(self) -> None:
+        self.rows = np.empty(0, dtype=np.int64)
+
+    def add(self, new: np.ndarray, keys: list[np.ndarray]) -> None:
+        """Insert rows ``new``; ``keys`` are the key columns over all rows."""
+        if len(new) > 8 or any(np.isnan(k[new]).any() for k in keys if k.dtype.kind == "f"):
+            rows = np.concatenate([self.rows, new])  # many, or a NaN (lexsort puts it last)
+            self.rows = rows[np.lexsort([k[rows] for k in reversed(keys)])]
+            return
+        for row in new:
+            # Its place: the number of rows that sort before it.
+            before = np.zeros(len(self.rows), dtype=bool)
+            tied = np.ones(len(self.rows), dtype=bool)
+            for k in keys:
+                ours, theirs = k[row], k[self.rows]
+                before |= tied & (theirs < ours)
+                tied &= theirs == ours
+            self.rows = np.insert(self.rows, np.count_nonzero(before), row)
 
 
 def internal_row(
@@ -179,13 +216,17 @@ class IncrementalTPESampler(TPESampler):
     ) -> Any:
         """The Parzen estimator over these rows (plus running trials), in trial-number order,
         of the trials that have every parameter of the space."""
-        liar_numbers = np.array([n for n, _ in extra], dtype=np.int64)
-        numbers = np.concatenate([history.number[rows], liar_numbers])
-        liar_obs, liar_has_params = observation_rows([r for _, r in extra], len(search_space))
-        obs = np.concatenate([history.obs[rows], liar_obs])
-        keep = np.concatenate([history.has_params[rows], liar_has_params])
-        order = np.argsort(numbers, kind="stable")
-        obs = obs[order][keep[order]]
+        # The rows in trial-number order (the running trials' numbers among them).
+        chosen = np.zeros(len(history.number), dtype=bool)
+        chosen[rows] = True
+        ordered = history.by_number.rows[chosen[history.by_number.rows]]
+        obs = history.obs[ordered][history.has_params[ordered]]
+        if extra:
+            liar_obs, liar_has_params = observation_rows([r for _, r in extra], len(search_space))
+            liar_numbers = np.array([n for n, _ in extra], dtype=np.int64)[liar_has_params]
+            kept_numbers = history.number[ordered][history.has_params[ordered]]
+            order = np.argsort(np.concatenate([kept_numbers, liar_numbers]), kind="stable")
+            obs = np.concatenate([obs, liar_obs[liar_has_params]])[order]
         observations = {}
         for j, (name, d) in enumerate(search_space.items()):
             column = obs[:, j]
@@ -196,3 +237,12 @@ class IncrementalTPESampler(TPESampler):
         return self._parzen_estimator_cls(
             observations, search_space, self._parzen_estimator_parameters
         )
+
+    def _compute_acquisition_func(
+        self,
+        samples: dict[str, np.ndarray],
+        mpe_below: _ParzenEstimator,
+        mpe_above: _ParzenEstimator,
+    ) -> np.ndarray:
+        # Optuna's, with its log densities computed faster (the same bits: hpo/_parzen.py)
+        return log_pdf(mpe_below, samples) - log_pdf(mpe_above, samples)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 from optuna.distributions import (
@@ -21,10 +22,13 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.trial import TrialState
+from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator, _ParzenEstimatorParameters
+from optuna.samplers._tpe.sampler import default_weights
+from optuna.trial import FrozenTrial, TrialState
 
-from hpo._cache import WorkerStorage
+from hpo._cache import WorkerStorage, _InOrder
 from hpo._hyperband import HyperbandPruner
+from hpo._parzen import log_pdf
 from hpo._tpe import IncrementalTPESampler
 
 SPACE = {
@@ -53,41 +57,53 @@ def _drive(
         storage=storage,
     )
     script = random.Random(seed)  # the same script for both studies: it never sees a decision
-    running: list[optuna.Trial] = []
+    running: list[tuple[optuna.Trial, float, int]] = []  # a trial, its fate, its next step
     log: list[tuple[Any, ...]] = []
     for i in range(n_trials):
         trial = study.ask(SPACE)
         log.append(("params", i, tuple(sorted(trial.params.items()))))
         fate = script.random()
-        if fate < 0.15:
-            running.append(trial)  # finishes later, out of order
+        if fate < 0.25:
+            # Finishes later, out of order; some report a few steps first, reaching rungs
+            # that the trials after them compete with while they run.
+            fate, first = script.random(), script.choice([0, 2, 5, 5])
+            if not _report(study, trial, fate, range(first), log):
+                running.append((trial, fate, first))
             continue
-        _finish(study, trial, script, fate, log)
-        if running and script.random() < 0.4:
-            _finish(study, running.pop(0), script, script.random(), log)
+        _finish(study, trial, fate, log=log)
+        if running and script.random() < 0.25:
+            _finish(study, *running.pop(0), log=log)
     return log
 
 
 def _finish(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    script: random.Random,
-    fate: float,
-    log: list[tuple[Any, ...]],
+    study: optuna.Study, trial: optuna.Trial, fate: float, first: int = 0, *, log: list[Any]
 ) -> None:
-    if fate < 0.2:
+    """Report the trial's steps from ``first`` on, asking the pruner after each, and tell."""
+    if fate < 0.2 and first == 0:
         study.tell(trial, state=TrialState.PRUNED)  # pruned before any report
         return
-    base = round(abs(trial.params["x"]) + script.choice([0.0, 0.5, 1.0]), 1)  # many ties
-    for step in range(9):
-        value = math.nan if fate > 0.95 and step == 3 else base / (step + 1)
+    if not _report(study, trial, fate, range(first, 9), log):
+        study.tell(trial, _base(trial))
+
+
+def _report(
+    study: optuna.Study, trial: optuna.Trial, fate: float, steps: range, log: list[Any]
+) -> bool:
+    """Report these steps, asking the pruner after each; True if it pruned (trial told)."""
+    for step in steps:
+        value = math.nan if fate > 0.95 and step == 3 else _base(trial) / (step + 1)
         trial.report(value, step)
         pruned = trial.should_prune()
         log.append(("prune", trial.number, step, pruned))
         if pruned:
             study.tell(trial, state=TrialState.PRUNED)
-            return
-    study.tell(trial, base)
+            return True
+    return False
+
+
+def _base(trial: optuna.Trial) -> float:
+    return round(abs(trial.params["x"]) + (0.0, 0.5, 1.0)[trial.number % 3], 1)  # many ties
 
 
 @pytest.mark.parametrize("direction", ["minimize", "maximize"])
@@ -131,8 +147,8 @@ def test_hyperband_prunes_what_optuna_prunes(options: dict[str, Any]) -> None:
     def sampler() -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=5)
 
-    ours = _drive(sampler, lambda: HyperbandPruner(**options), "minimize", 300, 11)
-    theirs = _drive(sampler, lambda: optuna.pruners.HyperbandPruner(**options), "minimize", 300, 11)
+    ours = _drive(sampler, lambda: HyperbandPruner(**options), "minimize", 300, 0)
+    theirs = _drive(sampler, lambda: optuna.pruners.HyperbandPruner(**options), "minimize", 300, 0)
     decisions = [e for e in ours if e[0] == "prune"]
     assert any(e[3] for e in decisions) and not all(e[3] for e in decisions)
     assert ours == theirs
@@ -165,3 +181,146 @@ def test_same_decisions_through_the_workers_storage(tmp_path: Path) -> None:
     )
     assert [e for e in ours if e[0] == "prune" and e[3]], "the script prunes nothing"
     assert ours == theirs
+
+
+WIDE_SPACE = {
+    "x": FloatDistribution(-5, 5),
+    "lr": FloatDistribution(1e-5, 1e-1, log=True),
+    "units": IntDistribution(8, 512, log=True),
+    "layers": IntDistribution(1, 6),
+    "q": FloatDistribution(0, 1, step=0.25),
+    "act": CategoricalDistribution(["relu", "tanh", "gelu"]),
+    **{f"w{i}": FloatDistribution(0, i + 1) for i in range(7)},  # 9 continuous in all
+}
+
+
+@pytest.mark.parametrize("n_continuous", [0, 1, 2, 7, 9])
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        _ParzenEstimatorParameters(1.0, True, False, default_weights, True),
+        _ParzenEstimatorParameters(0.5, False, True, default_weights, True),
+    ],
+    ids=["defaults", "no-clip-endpoints"],
+)
+def test_log_pdf_is_optunas_to_the_bit(
+    n_continuous: int, parameters: _ParzenEstimatorParameters
+) -> None:
+    """hpo's log density of the candidates is Optuna's, bit for bit, whatever the space: the
+    acquisition's argmax (the sample) cannot differ."""
+    continuous = [n for n, d in WIDE_SPACE.items() if isinstance(d, FloatDistribution)]
+    continuous = [n for n in continuous if WIDE_SPACE[n].step is None][:n_continuous]
+    space = {n: d for n, d in WIDE_SPACE.items() if n in continuous or n not in _CONTINUOUS}
+    rng = np.random.RandomState(n_continuous)
+    for n_obs in (0, 1, 30, 700):
+        # Many repeated values: ties in the kernels' centres, as in a long study.
+        observations = {
+            name: np.array([d.to_internal_repr(_draw(d, rng)) for _ in range(n_obs)], dtype=float)
+            for name, d in space.items()
+        }
+        for name, d in space.items():
+            if isinstance(d, CategoricalDistribution):
+                observations[name] = observations[name].astype(np.int64)
+        estimator = _ParzenEstimator(observations, space, parameters)
+        samples = estimator.sample(rng, 24)
+        for name in continuous[:1]:  # some candidates outside the bounds: -inf there
+            d = space[name]
+            samples[name][:3] = [d.low - 1.0, d.high + 1.0, d.high]
+        ours, theirs = log_pdf(estimator, samples), estimator.log_pdf(samples)
+        assert ours.tobytes() == theirs.tobytes(), (n_obs, ours - theirs)
+
+
+_CONTINUOUS = {
+    n for n, d in WIDE_SPACE.items() if isinstance(d, FloatDistribution) and d.step is None
+}
+
+
+def _draw(d: Any, rng: np.random.RandomState) -> Any:
+    if isinstance(d, CategoricalDistribution):
+        return d.choices[rng.randint(len(d.choices))]
+    if isinstance(d, IntDistribution):
+        return int(rng.randint(d.low, d.high + 1))
+    if d.step is not None:
+        return d.low + d.step * rng.randint(round((d.high - d.low) / d.step) + 1)
+    if d.log:
+        return float(np.exp(rng.uniform(np.log(d.low), np.log(d.high))))
+    return round(float(rng.uniform(d.low, d.high)), 1)  # rounded: ties
+
+
+def test_hyperband_with_odd_rung_values_prunes_what_optuna_prunes() -> None:
+    """Rung values the pruner never writes itself (NaN, from another tool) sort by their place:
+    hpo then collects them as Optuna does."""
+
+    def run(pruner: optuna.pruners.BasePruner) -> list[bool]:
+        study = optuna.create_study(pruner=pruner, study_name="s")
+        script = random.Random(1)
+        for _ in range(150):
+            value = script.random()
+            rung = math.nan if script.random() < 0.2 else round(value, 1)
+            study.add_trial(
+                optuna.create_trial(
+                    state=TrialState.PRUNED,
+                    params={"x": 0.0},
+                    distributions={"x": SPACE["x"]},
+                    system_attrs={"completed_rung_0": rung},
+                    intermediate_values={1: value},
+                )
+            )
+        decisions = []
+        for _ in range(100):
+            trial = study.ask({"x": SPACE["x"]})
+            trial.report(round(script.random(), 1), 1)
+            decisions.append(trial.should_prune())
+            study.tell(trial, state=TrialState.PRUNED)
+        return decisions
+
+    ours = run(HyperbandPruner(min_resource=1, max_resource=9))
+    theirs = run(optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9))
+    assert any(ours) and not all(ours)
+    assert ours == theirs
+
+
+def test_worker_storage_lists_trials_as_the_cache_holds_them() -> None:
+    """The worker's lists by state, kept up to date, are the cache's trials sorted by number and
+    filtered, after trials arrive out of order, finish, and are read in again."""
+    source: dict[int, FrozenTrial] = {}
+    ordered = _InOrder(source)
+    script = random.Random(3)
+    pending = list(range(200))
+    script.shuffle(pending)
+    states = [None, (TrialState.COMPLETE, TrialState.PRUNED), (TrialState.RUNNING,)]
+    for step in range(600):
+        if pending and script.random() < 0.5:  # a trial read in or created, numbers with gaps
+            number = pending.pop()
+            trial = _frozen(number, TrialState.RUNNING)
+        else:  # a running trial finishes in place, or a trial is read in again (a fresh copy)
+            number = script.choice(sorted(source)) if source else 0
+            if number not in source:
+                continue
+            old = source[number]
+            if old.state == TrialState.RUNNING and script.random() < 0.6:
+                old.state = script.choice([TrialState.COMPLETE, TrialState.PRUNED])
+                continue
+            trial = _frozen(number, old.state)
+        source[number] = trial
+        ordered.put(trial)
+        for s in states:
+            expected = [source[n] for n in sorted(source)]
+            expected = [t for t in expected if s is None or t.state in s]
+            assert [id(t) for t in ordered.get(s)] == [id(t) for t in expected], step
+
+
+def _frozen(number: int, state: TrialState) -> FrozenTrial:
+    return FrozenTrial(
+        number=number,
+        state=state,
+        value=None,
+        datetime_start=None,
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=number,
+    )
