@@ -317,6 +317,12 @@ _USER_ATTR = sa.text(
 )
 
 
+_PEEK_TIMEOUTS: dict[str, dict[str, Any]] = {
+    "sqlite": {"timeout": 2},
+    "postgresql": {"connect_timeout": 2},
+}
+
+
 def peek_user_attr(url: str, study_name: str, key: str) -> Any:
     """A study's user attribute in one query on a throwaway connection; None on any failure.
 
@@ -332,9 +338,7 @@ def peek_user_attr(url: str, study_name: str, key: str) -> Any:
         if backend == "sqlite" and not Path(parsed.database or "").is_file():
             return None
         # Short waits: a slow answer only means the start-up work begins later.
-        connect_args = {"timeout": 2} if backend == "sqlite" else {}
-        if backend == "postgresql":
-            connect_args = {"connect_timeout": 2}
+        connect_args = _PEEK_TIMEOUTS.get(backend, {})
         engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool, connect_args=connect_args)
         try:
             with engine.connect() as con:
