@@ -38,12 +38,11 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
 # not reinstall torch; then the real code, without touching the dependencies.
 WORKDIR /src
 COPY pyproject.toml ./
-RUN mkdir hpo objectives \
-    && touch hpo/__init__.py objectives/__init__.py \
+RUN mkdir hpo \
+    && touch hpo/__init__.py \
     && pip install . \
     && rm -rf build ./*.egg-info
 COPY hpo/ hpo/
-COPY objectives/ objectives/
 RUN pip install --no-deps . && rm -rf /src
 
 # An unprivileged user. /app is the working directory, so a spec's default checkpoint_dir

@@ -103,7 +103,9 @@ def run_one(k: int, args: argparse.Namespace, workdir: Path) -> dict[str, float]
     trials = optuna.load_study(study_name="packing", storage=url).get_trials()
     import importlib
 
-    n_train = importlib.import_module(f"objectives.{args.objective}").load_data().x_train.shape[0]
+    n_train = (
+        importlib.import_module(f"hpo.objectives.{args.objective}").load_data().x_train.shape[0]
+    )
     epochs = sum(int(t.user_attrs.get("epochs_run", 0)) for t in trials)
     busy = [u for u in util if u > 0]
     return {

@@ -2,7 +2,7 @@
 
 Real studies run through hpo's own library path (``hpo.spec.load_spec`` on a YAML file,
 ``hpo.study.create_study`` on a fresh SQLite file, ``hpo.worker.Worker`` with its trial
-processes, as ``hpo.run.run`` does) on the built-in ``mlp`` objective with scikit-learn's
+processes, as ``hpo.worker._run.run`` does) on the built-in ``mlp`` objective with scikit-learn's
 digits (60/20/20 split; 1078 training, 360 validation, 359 test samples). The search space is
 ``studies/digits-mlp-tpe.yaml``'s (lr, batch size, hidden size, dropout; Adam), each trial at
 most ``--epochs`` epochs (default 30, as in the studies) with early stopping after 5 epochs
@@ -65,11 +65,12 @@ about half of them), and 10 seeds of one configuration gave 5.21x on seeds 0-9 a
 seeds 10-19 (BENCHMARKS.md). Hence 10 seeds by default, a second set of 10, and the two
 pooled.
 
-Each trial process uses one thread (``--threads``), set through hpo's own ``Slot`` (``hpo.run.run``
-would give a single process every core); ``--workers`` trial processes per study (default 1,
-so trials finish in the order they were asked for, and a run is repeatable). Studies, SQLite
-files and checkpoints live in a temporary directory (on /dev/shm where there is one). The
-JSON keeps every trial's per-epoch reported values (``reported``). Reproduce the figures in
+Each trial process uses one thread (``--threads``), set through hpo's own ``Slot``
+(``hpo.worker.run`` would give a single process every core); ``--workers`` trial processes per
+study (default 1, so trials finish in the order they were asked for, and a run is repeatable).
+Studies, SQLite files and checkpoints live in a temporary directory (on /dev/shm where there
+is one). The JSON keeps every trial's per-epoch reported values (``reported``). Reproduce the
+figures in
 ``benchmarks/results/`` (about 30 minutes on the shared 2-core dev box; progress on stderr)::
 
     nice -n 10 python benchmarks/search_efficiency.py \\

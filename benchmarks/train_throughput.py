@@ -38,9 +38,8 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hpo.context import TrialContext
-from hpo.data import ClassificationData
-from hpo.training import TrainConfig, resolve_device, seed_everything, train
-from objectives.mlp import MLP, load_data
+from hpo.objectives.mlp import MLP, load_data
+from hpo.training import ClassificationData, TrainConfig, resolve_device, seed_everything, train
 
 
 def tiled_digits(tile: int) -> ClassificationData:

@@ -17,8 +17,8 @@ _EXPORTS = {
     "SpecError": "hpo.errors",
     "StorageError": "hpo.errors",
     "UsageError": "hpo.errors",
-    "run": "hpo.run",
-    "join": "hpo.run",
+    "run": "hpo.worker",
+    "join": "hpo.worker",
     "StudySpec": "hpo.spec",
     "load_spec": "hpo.spec",
     "parse_spec": "hpo.spec",
@@ -53,9 +53,9 @@ __all__ = [
 if TYPE_CHECKING:
     from hpo.context import TrialContext
     from hpo.errors import HpoError, SpecError, StorageError, UsageError
-    from hpo.run import join, run
     from hpo.spec import StudySpec, load_spec, parse_spec
     from hpo.study import Study, create_study, delete_study, list_studies, load_study, status
+    from hpo.worker import join, run
 
 
 def __getattr__(name: str) -> Any:

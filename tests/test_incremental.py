@@ -26,10 +26,11 @@ from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator, _ParzenEstim
 from optuna.samplers._tpe.sampler import default_weights
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo._cache import WorkerStorage, _InOrder
-from hpo._hyperband import HyperbandPruner
-from hpo._parzen import log_pdf
-from hpo._tpe import IncrementalTPESampler
+from hpo.search._hyperband import HyperbandPruner
+from hpo.search._parzen import log_pdf
+from hpo.search._tpe import IncrementalTPESampler
+from hpo.storage import WorkerStorage
+from hpo.storage._worker_storage import _InOrder
 
 SPACE = {
     "x": FloatDistribution(-5, 5),

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpo.metrics import classification_metrics, confusion_matrix, metric_tensor
+from hpo.training import classification_metrics, confusion_matrix, metric_tensor
 
 
 def _sklearn(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

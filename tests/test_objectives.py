@@ -15,11 +15,11 @@ import torch
 from optuna.trial import FixedTrial, TrialState
 
 from hpo.context import TrialContext
-from hpo.data import load_sklearn_dataset, make_classification_data, stratified_split
-from hpo.retrain import retrain
-from objectives import BUILTIN_OBJECTIVES
-from objectives.mlp import objective as mlp_objective
-from objectives.sequence import make_rhythm_data
+from hpo.objectives import BUILTIN_OBJECTIVES
+from hpo.objectives.mlp import objective as mlp_objective
+from hpo.objectives.sequence import make_rhythm_data
+from hpo.study._retrain import retrain
+from hpo.training import load_sklearn_dataset, make_classification_data, stratified_split
 
 FAST = {"epochs": 2, "batch_size": 64}
 

@@ -18,8 +18,7 @@ from conftest import hpo_env, run_hpo, toy_spec, write_spec
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from hpo._watch import snapshot
-from hpo.report import write_report
+from hpo.reporting import snapshot, write_report
 from hpo.spec import parse_spec
 from hpo.study import Study, create_study, load_study
 

@@ -17,11 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hpo.errors import SpecError
-from hpo.search import distribution, distributions, grid_points, make_pruner, make_sampler
-from hpo.spec import (
-    MAX_GRID_POINTS,
+from hpo.search import (
     PRUNERS,
     SAMPLERS,
+    distribution,
+    distributions,
+    grid_points,
+    make_pruner,
+    make_sampler,
+)
+from hpo.spec import (
+    MAX_GRID_POINTS,
     StudySpec,
     load_spec,
     parse_spec,

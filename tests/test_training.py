@@ -15,8 +15,8 @@ from optuna.trial import FixedTrial, TrialState
 from torch import nn
 
 from hpo.context import TrialContext
-from hpo.data import ClassificationData
 from hpo.training import (
+    ClassificationData,
     NonFiniteLossError,
     TrainConfig,
     TrainResult,

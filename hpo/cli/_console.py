@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from hpo._watch import RunningTrial, Snapshot
+    from hpo.reporting import RunningTrial, Snapshot
     from hpo.study import Status, Study
     from hpo.worker import Progress, Summary
 

@@ -27,9 +27,8 @@ import torch
 from torch import nn
 
 from hpo.context import TrialContext
-from hpo.data import ClassificationData, make_classification_data
-from hpo.training import seed_everything, train
-from objectives import choice_param, float_param, int_param
+from hpo.objectives import choice_param, float_param, int_param
+from hpo.training import ClassificationData, make_classification_data, seed_everything, train
 
 __all__ = ["TCN", "SequenceTransformer", "make_rhythm_data", "objective"]
 

@@ -1,4 +1,4 @@
-"""The spec-to-Optuna mapping: distributions, samplers and pruners, in one place."""
+"""Samplers and pruners from a spec, and their options checked against Optuna's classes."""
 
 from __future__ import annotations
 
@@ -7,62 +7,14 @@ import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from hpo.search._registry import PRUNER_CLASSES, SAMPLER_CLASSES
+
 if TYPE_CHECKING:
     import optuna
 
-    from hpo.spec import ParamSpec, PrunerSpec, StudySpec
+    from hpo.spec import PrunerSpec, StudySpec
 
 
-def distribution(p: ParamSpec) -> optuna.distributions.BaseDistribution:
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    if p.type == "categorical":
-        return CategoricalDistribution(list(p.choices))
-    if p.type == "int":
-        return IntDistribution(int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
-    return FloatDistribution(float(p.low), float(p.high), log=p.log, step=p.step)
-
-
-def distributions(spec: StudySpec) -> dict[str, optuna.distributions.BaseDistribution]:
-    return {p.name: distribution(p) for p in spec.search_space}
-
-
-def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
-    """Every grid point in a fixed order: the k-th logical trial of a grid is point k."""
-    import itertools
-
-    names = [p.name for p in spec.search_space]
-    return [
-        dict(zip(names, combo, strict=True))
-        for combo in itertools.product(*(p.grid_values() for p in spec.search_space))
-    ]
-
-
-SAMPLER_CLASSES = {
-    "grid": "RandomSampler",
-    "random": "RandomSampler",
-    "tpe": "TPESampler",
-    "cmaes": "CmaEsSampler",
-    "gp": "GPSampler",
-    "qmc": "QMCSampler",
-    "nsgaii": "NSGAIISampler",
-    "nsgaiii": "NSGAIIISampler",
-    "bruteforce": "BruteForceSampler",
-}
-PRUNER_CLASSES = {
-    "none": "NopPruner",
-    "median": "MedianPruner",
-    "percentile": "PercentilePruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-    "hyperband": "HyperbandPruner",
-    "patient": "PatientPruner",
-    "threshold": "ThresholdPruner",
-    "wilcoxon": "WilcoxonPruner",
-}
 # The annotation parts a YAML value can satisfy; any other part (a callable, a sampler,
 # an array) is a Python object that a spec cannot give.
 _YAML_TYPES: dict[str, tuple[type, ...]] = {
@@ -108,7 +60,7 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     check_sampler_options(spec.sampler.type, opts)
     cls = sampler_class(spec.sampler.type)
     if spec.sampler.type == "tpe":
-        from hpo._tpe import IncrementalTPESampler
+        from hpo.search._tpe import IncrementalTPESampler
 
         cls = IncrementalTPESampler  # Optuna's TPE, each finished trial read once: same samples
         # Several workers ask at once; without the liar they all sample next to the same
@@ -124,7 +76,7 @@ def make_pruner(p: PrunerSpec) -> optuna.pruners.BasePruner:
     check_pruner_options(p.type, opts)
     cls = pruner_class(p.type)
     if p.type == "hyperband":
-        from hpo._hyperband import HyperbandPruner
+        from hpo.search._hyperband import HyperbandPruner
 
         cls = HyperbandPruner  # Optuna's, each trial's bracket computed once: same decisions
     if p.type == "patient":

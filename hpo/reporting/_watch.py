@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hpo.study import retried_numbers, state_counts
+from hpo.storage import retried_numbers, state_counts
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial

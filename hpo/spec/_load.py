@@ -7,13 +7,9 @@ offending value, so the CLI can print it on one line and exit 2 without a traceb
 from __future__ import annotations
 
 import difflib
-import importlib
-import inspect
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,183 +17,29 @@ import yaml
 
 from hpo.errors import SpecError
 from hpo.search import (
+    PRUNERS,
+    SAMPLERS,
     OptionError,
     check_pruner_options,
     check_sampler_options,
     make_pruner,
     make_sampler,
 )
-
-DEFAULT_STORAGE = "sqlite:///hpo.db"
-BUILTIN_OBJECTIVES = ("mlp", "cnn", "sequence")
-SAMPLERS = ("grid", "random", "tpe", "cmaes", "gp", "qmc", "nsgaii", "nsgaiii", "bruteforce")
-PRUNERS = (
-    "none",
-    "median",
-    "percentile",
-    "successive_halving",
-    "hyperband",
-    "patient",
-    "threshold",
-    "wilcoxon",
+from hpo.spec._model import (
+    MAX_GRID_POINTS,
+    MAX_PLAIN_ITEMS,
+    PARAM_TYPES,
+    BudgetSpec,
+    ParamSpec,
+    PrunerSpec,
+    RetrySpec,
+    SamplerSpec,
+    StudySpec,
+    pruner_dict,
 )
-PARAM_TYPES = ("float", "int", "categorical")
-# A grid larger than this is almost always a typo (a float step of 1e-6, say) and would
-# only fill the database with WAITING rows.
-MAX_GRID_POINTS = 100_000
-# Fixed params and sampler/pruner options are stored with the study; more is a mistake.
-MAX_PLAIN_ITEMS = 10_000
+from hpo.spec._objective import resolve_objective
+
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # fullmatch
-Scalar = None | bool | int | float | str
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One searched hyperparameter."""
-
-    name: str
-    type: str
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    step: float | int | None = None
-    choices: tuple[Scalar, ...] = ()
-    values: tuple[Scalar, ...] = ()
-
-    def grid_count(self) -> int:
-        """How many points :meth:`grid_values` has, without building them."""
-        if self.values or self.type == "categorical":
-            return len(self.values or self.choices)
-        low, _, step = self._grid_range()
-        return int((Decimal(str(self.high)) - low) // step) + 1
-
-    def grid_values(self) -> tuple[Scalar, ...]:
-        """The points a grid search visits for this parameter."""
-        if self.values or self.type == "categorical":
-            return self.values or self.choices
-        low, cast, step = self._grid_range()
-        # Decimal arithmetic, as Optuna's FloatDistribution uses to adjust `high`, so every
-        # point is exactly low + i * step and lies inside the distribution.
-        return tuple(cast(low + i * step) for i in range(self.grid_count()))
-
-    def _grid_range(self) -> tuple[Decimal, type, Decimal]:
-        assert self.low is not None and self.high is not None  # guaranteed by validation
-        step = Decimal(str(self.step if self.step is not None else 1))
-        return Decimal(str(self.low)), int if self.type == "int" else float, step
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    type: str = "tpe"
-    seed: int | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PrunerSpec:
-    type: str = "none"
-    options: Mapping[str, Any] = field(default_factory=dict)
-    wrapped: PrunerSpec | None = None
-
-
-@dataclass(frozen=True)
-class BudgetSpec:
-    n_trials: int | None = None
-    timeout: float | None = None
-    trial_timeout: float | None = None
-
-
-@dataclass(frozen=True)
-class RetrySpec:
-    """How killed trials are detected and retried."""
-
-    max_retries: int = 2
-    heartbeat_interval: int = 10
-    grace_period: int = 30
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    name: str
-    objective: str
-    metrics: tuple[str, ...]
-    directions: tuple[str, ...]
-    search_space: tuple[ParamSpec, ...]
-    fixed: Mapping[str, Any]
-    sampler: SamplerSpec
-    pruner: PrunerSpec
-    budget: BudgetSpec
-    retry: RetrySpec
-    storage: str | None
-    checkpoint_dir: str
-    description: str = ""
-    source: str = "<spec>"
-
-    @property
-    def is_grid(self) -> bool:
-        return self.sampler.type == "grid"
-
-    @property
-    def n_trials(self) -> int | None:
-        """The study-wide budget; a grid defaults to its size."""
-        if self.budget.n_trials is not None:
-            return self.budget.n_trials
-        return self.grid_size() if self.is_grid else None
-
-    def grid_size(self) -> int:
-        return math.prod(p.grid_count() for p in self.search_space)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The normalized spec, as stored with the study and compared on resume."""
-        space: dict[str, Any] = {}
-        for p in self.search_space:
-            entry: dict[str, Any] = {"type": p.type}
-            if p.type == "categorical":
-                entry["choices"] = list(p.choices)
-            else:
-                entry.update(low=p.low, high=p.high, log=p.log)
-                if p.step is not None:
-                    entry["step"] = p.step
-            if p.values:
-                entry["values"] = list(p.values)
-            space[p.name] = entry
-        return {
-            "name": self.name,
-            **({"description": self.description} if self.description else {}),
-            "objective": self.objective,
-            "metrics": list(self.metrics),
-            "directions": list(self.directions),
-            "search_space": space,
-            "fixed": dict(self.fixed),
-            "sampler": {
-                "type": self.sampler.type,
-                "seed": self.sampler.seed,
-                **self.sampler.options,
-            },
-            "pruner": _pruner_dict(self.pruner),
-            "budget": {
-                "n_trials": self.budget.n_trials,
-                "timeout": self.budget.timeout,
-                "trial_timeout": self.budget.trial_timeout,
-            },
-            "retry": {
-                "max_retries": self.retry.max_retries,
-                "heartbeat_interval": self.retry.heartbeat_interval,
-                "grace_period": self.retry.grace_period,
-            },
-            "checkpoint_dir": self.checkpoint_dir,
-        }
-
-
-def _pruner_dict(p: PrunerSpec) -> dict[str, Any]:
-    d: dict[str, Any] = {"type": p.type, **p.options}
-    if p.wrapped is not None:
-        d["wrapped"] = _pruner_dict(p.wrapped)
-    return d
-
-
-# ---------------------------------------------------------------------------------------
-# Loading
 
 
 def load_spec(path: str | Path, *, check_objective: bool = True) -> StudySpec:
@@ -615,7 +457,7 @@ def _build_optuna_objects(v: _Validator, spec: StudySpec) -> None:
     try:
         make_pruner(spec.pruner)
     except Exception as e:
-        raise SpecError(v.source, "pruner", _pruner_dict(spec.pruner), _one_line(e)) from None
+        raise SpecError(v.source, "pruner", pruner_dict(spec.pruner), _one_line(e)) from None
 
 
 def _dot(where: str, *keys: Any) -> str:
@@ -632,72 +474,6 @@ def _suggest(word: str, allowed: Sequence[str]) -> list[str]:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
-
-
-# ---------------------------------------------------------------------------------------
-# Objectives
-
-
-def objective_module(ref: str) -> str:
-    """The module of the objective a spec names (``""`` if the name is malformed)."""
-    return _objective_parts(ref)[0]
-
-
-def _objective_parts(ref: str) -> tuple[str, str]:
-    module_name, _, attr = (
-        (f"objectives.{ref}", ":", "objective") if ref in BUILTIN_OBJECTIVES else ref.partition(":")
-    )
-    return module_name, attr
-
-
-def resolve_objective(ref: str, *, source: str = "<spec>") -> Callable[..., Any]:
-    """Import the objective a spec names: a built-in name or ``package.module:function``."""
-    module_name, attr = _objective_parts(ref)
-    if not attr or not module_name:
-        raise SpecError(
-            source,
-            "objective",
-            ref,
-            f"must be a built-in ({', '.join(BUILTIN_OBJECTIVES)}) or 'package.module:function'",
-        )
-    try:
-        module = importlib.import_module(module_name)
-        fn = getattr(module, attr, None)
-    except (Exception, SystemExit) as e:  # an objective module can raise anything on import
-        raise SpecError(
-            source,
-            "objective",
-            ref,
-            f"cannot import {module_name!r} ({type(e).__name__}: {_one_line(e)})",
-        ) from None
-    if not callable(fn):
-        raise SpecError(source, "objective", ref, f"{module_name!r} has no callable {attr!r}")
-    objective_arity(fn, source=source, ref=ref)
-    return fn
-
-
-def objective_arity(fn: Callable[..., Any], *, source: str = "<spec>", ref: str = "") -> int:
-    """1 for a plain Optuna objective ``f(trial)``, 2 for hpo's ``f(trial, ctx)``."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return 1
-    positional = [
-        p
-        for p in sig.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    if len(positional) not in (1, 2):
-        raise SpecError(
-            source,
-            "objective",
-            ref or getattr(fn, "__name__", repr(fn)),
-            "must take (trial) or (trial, ctx)",
-        )
-    return len(positional)
-
-
-# ---------------------------------------------------------------------------------------
 
 
 class _Validator:

@@ -19,10 +19,10 @@ import os
 
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
-import hpo._trial_process
 import hpo.spec  # the trial process resolves its objective with it
+import hpo.worker._trial_process
 
-_module = os.environ.get(hpo._trial_process.OBJECTIVE_MODULE_ENV)
+_module = os.environ.get(hpo.worker._trial_process.OBJECTIVE_MODULE_ENV)
 if _module and __name__ != "__main__":
     # A broken objective must not take the server down: its trial process imports it again
     # and reports what went wrong.

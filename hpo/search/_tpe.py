@@ -5,7 +5,7 @@ finished trials in Python and converts each one's parameters again. That is Pyth
 trial per ask, and at 10,000 trials it is most of a worker's coordination cost. A finished
 trial never changes, so :class:`IncrementalTPESampler` converts each one once, keeps the
 results in arrays, in Optuna's orders (a new trial is inserted in its place, nothing sorted
-again), and splits them with numpy. Its candidates are scored with ``hpo._parzen.log_pdf``,
+again), and splits them with numpy. Its candidates are scored with ``hpo.search._parzen.log_pdf``,
 Optuna's log density to the last bit at a fraction of its cost. It samples exactly what
 ``TPESampler`` samples from the same history and seed (``tests/test_incremental.py`` compares
 the two); what it does not cover (several objectives, constraints) takes ``TPESampler``'s own
@@ -26,7 +26,7 @@ from optuna.samplers._tpe.sampler import default_gamma
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo._parzen import log_pdf
+from hpo.search._parzen import log_pdf
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _RUNNING = (TrialState.RUNNING,)
@@ -244,5 +244,5 @@ class IncrementalTPESampler(TPESampler):
         mpe_below: _ParzenEstimator,
         mpe_above: _ParzenEstimator,
     ) -> np.ndarray:
-        # Optuna's, with its log densities computed faster (the same bits: hpo/_parzen.py)
+        # Optuna's, with its log densities computed faster (the same bits: hpo/search/_parzen.py)
         return log_pdf(mpe_below, samples) - log_pdf(mpe_above, samples)

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hpo.errors import NoDatabase, StorageError, UsageError
-from hpo.spec import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
     import optuna
 
 
 # SQLite: a writer waits this long for the lock instead of failing with "database is locked".
+DEFAULT_STORAGE = "sqlite:///hpo.db"
 SQLITE_BUSY_TIMEOUT_S = 120
 # PostgreSQL: each process keeps at most this many connections (pool + overflow), so 32
 # worker processes stay well under the server's default max_connections of 100. Both are

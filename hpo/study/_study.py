@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo._cache import WorkerStorage
 from hpo.errors import NoDatabase, SpecError, StorageError, StudyNotFound, UsageError
 from hpo.spec import StudySpec, spec_from_dict
-from hpo.storage import Budget, fleet, mask, open_storage, resolve_url
+from hpo.storage import (
+    Budget,
+    StaleTrialRetry,
+    WorkerStorage,
+    fleet,
+    logical_trial_number,
+    mask,
+    open_storage,
+    resolve_url,
+    state_counts,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -191,17 +199,6 @@ def status(study: Study) -> Status:
     )
 
 
-def retried_numbers(trials: Iterable[optuna.trial.FrozenTrial]) -> set[int]:
-    """Numbers of failed attempts that were retried: their retry is the finished trial."""
-    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
-
-
-def state_counts(trials: Sequence[optuna.trial.FrozenTrial]) -> Counter[str]:
-    """Trials by state name, retried attempts counted as RETRIED rather than FAIL."""
-    retried = retried_numbers(trials)
-    return Counter("RETRIED" if t.number in retried else t.state.name for t in trials)
-
-
 def best_params(study: Study) -> dict[str, Any]:
     """The best trial as a document that can be fed back as ``fixed:`` or to retrain."""
     st = status(study)
@@ -250,16 +247,6 @@ def trial_rows(study: Study) -> Iterator[dict[str, Any]]:
         yield json.loads(json.dumps(row, default=str, allow_nan=True))
 
 
-def logical_trial_number(trial: optuna.trial.FrozenTrial) -> int:
-    """The number of the first attempt: retries share its checkpoints and seed."""
-    return int(trial.system_attrs.get("failed_trial", trial.number))
-
-
-def trial_seed(spec: StudySpec, logical_number: int) -> int:
-    """A trial's seed: the same for its retries and its retrain, distinct across trials."""
-    return (spec.sampler.seed or 0) * 1_000_003 + logical_number
-
-
 def retrain_trial(
     study: Study,
     *,
@@ -274,8 +261,8 @@ def retrain_trial(
     ``hpo best``) a configuration of your own. The model checkpoints and ``manifest.json``
     go to ``out_dir`` (default ``runs/<study>/trial-<n>``).
     """
-    from hpo.retrain import retrain
     from hpo.spec import resolve_objective
+    from hpo.study._retrain import retrain
 
     spec = study.spec
     logical = 0
@@ -302,7 +289,7 @@ def retrain_trial(
         out_dir=Path(out_dir) if out_dir is not None else default_dir,
         manifest_extra={"study": study.name, "trial": number, "spec": spec.to_dict()},
         device=device,
-        seed=trial_seed(spec, logical),
+        seed=spec.trial_seed(logical),
     )
 
 
@@ -327,8 +314,6 @@ def _open(url: str, *, create: bool = False) -> optuna.storages.RDBStorage:
 def _study(
     spec: StudySpec, url: str, rdb: optuna.storages.RDBStorage, ostudy: optuna.Study
 ) -> Study:
-    from hpo.worker import StaleTrialRetry
-
     budget = Budget(rdb.engine, ostudy._study_id)
     # Heartbeats are configured from the spec, which is only known once the study is read,
     # so they are set on the open storage rather than passed to its constructor.

@@ -31,7 +31,7 @@ from optuna.trial import BaseTrial
 from hpo.context import TrialContext
 
 #: Set by the worker before its first trial process starts: the objective's module, which
-#: the forkserver (``hpo._forkserver``) imports once for all of them.
+#: the forkserver (``hpo.worker._forkserver``) imports once for all of them.
 OBJECTIVE_MODULE_ENV = "HPO_OBJECTIVE_MODULE"
 #: "forkserver" (the default) or "spawn": how the worker starts trial processes.
 START_METHOD_ENV = "HPO_START_METHOD"

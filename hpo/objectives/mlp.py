@@ -18,14 +18,15 @@ import torch
 from torch import nn
 
 from hpo.context import TrialContext
-from hpo.data import (
+from hpo.objectives import choice_param, float_param, int_param
+from hpo.training import (
     SKLEARN_DATASETS,
     ClassificationData,
     load_sklearn_dataset,
     make_classification_data,
+    seed_everything,
+    train,
 )
-from hpo.training import seed_everything, train
-from objectives import choice_param, float_param, int_param
 
 __all__ = ["MLP", "load_data", "objective"]
 

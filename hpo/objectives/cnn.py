@@ -17,9 +17,14 @@ import torch
 from torch import nn
 
 from hpo.context import TrialContext
-from hpo.data import ClassificationData, load_sklearn_dataset, make_classification_data
-from hpo.training import seed_everything, train
-from objectives import float_param, int_param
+from hpo.objectives import float_param, int_param
+from hpo.training import (
+    ClassificationData,
+    load_sklearn_dataset,
+    make_classification_data,
+    seed_everything,
+    train,
+)
 
 __all__ = ["SmallCNN", "load_data", "objective"]
 

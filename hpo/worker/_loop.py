@@ -36,12 +36,19 @@ import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState
 
-from hpo import _trial_process as tp
 from hpo.context import TrialContext
 from hpo.search import distributions, grid_points
 from hpo.spec import objective_module
-from hpo.storage import is_transient, orphan_trial_ids, upsert_workers, utcnow
-from hpo.study import logical_trial_number, retried_numbers, trial_seed
+from hpo.storage import (
+    StaleTrialRetry,
+    is_transient,
+    logical_trial_number,
+    orphan_trial_ids,
+    retried_numbers,
+    upsert_workers,
+    utcnow,
+)
+from hpo.worker import _trial_process as tp
 
 if TYPE_CHECKING:
     from hpo.study import Study
@@ -100,41 +107,6 @@ class Summary:
     @property
     def ran(self) -> int:
         return self.complete + self.pruned + self.failed
-
-
-@dataclass(frozen=True)
-class StaleTrialRetry:
-    """Re-queue a trial whose worker died, up to ``max_retries`` times.
-
-    The retry is a WAITING trial with the same parameters; it keeps ``failed_trial`` (the
-    first attempt's number) so it finds that attempt's checkpoints and seed, and so the
-    budget counts it as the same logical trial.
-    """
-
-    max_retries: int
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        """Queue the retry; False when the retry limit is reached."""
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
-        if len(history) > self.max_retries:
-            log.warning("trial %d failed; retry limit (%d) reached", trial.number, self.max_retries)
-            return False
-        # One row, atomically: the retry counts as the same logical trial (it has
-        # "failed_trial"), so the budget needs no update and a kill here loses nothing.
-        study.add_trial(
-            optuna.create_trial(
-                state=TrialState.WAITING,
-                params=trial.params,
-                distributions=trial.distributions,
-                system_attrs={
-                    **{k: v for k, v in trial.system_attrs.items() if k != "retry_history"},
-                    "failed_trial": history[0],
-                    "retry_history": history,
-                },
-            )
-        )
-        log.warning("trial %d will be retried (attempt %d)", trial.number, len(history) + 1)
-        return True
 
 
 @dataclass
@@ -335,7 +307,7 @@ class Worker:
             metrics=self._spec.metrics,
             directions=self._spec.directions,
             checkpoint_dir=ckpt,
-            seed=trial_seed(self._spec, logical),
+            seed=self._spec.trial_seed(logical),
         )
         self._storage.record_heartbeat(trial._trial_id)
         trial.set_user_attr("host", self._host)
@@ -724,10 +696,10 @@ def start_trial_server(objective: str) -> None:
         return
     from multiprocessing import forkserver
 
-    # Read by the server as it starts (hpo._forkserver); a server started earlier for
+    # Read by the server as it starts (hpo.worker._forkserver); a server started earlier for
     # another objective still works: the trial process imports its own objective.
     os.environ[tp.OBJECTIVE_MODULE_ENV] = objective_module(objective)
-    mp.get_context("forkserver").set_forkserver_preload(["hpo._forkserver"])
+    mp.get_context("forkserver").set_forkserver_preload(["hpo.worker._forkserver"])
     forkserver.ensure_running()
 
 

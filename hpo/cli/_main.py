@@ -183,9 +183,9 @@ def run(
     gpus: str | None,
 ) -> None:
     """Create or resume the study in SPEC and run it until its budget is spent."""
-    from hpo import _console
-    from hpo.run import run as run_study
+    from hpo.cli import _console
     from hpo.spec import load_spec
+    from hpo.worker import run as run_study
 
     loaded = load_spec(spec)
     with _console.progress(loaded.name) as on_progress:
@@ -255,8 +255,8 @@ def worker(
     checkpoint_dir: str | None,
 ) -> None:
     """Join STUDY (env HPO_STUDY) from this machine: one trial process per GPU slot."""
-    from hpo import _console
-    from hpo.run import join
+    from hpo.cli import _console
+    from hpo.worker import join
 
     gpu_ids = _parse_gpus(gpus, processes)
     if not gpu_ids and gpus in (None, "all") and processes is None:
@@ -296,14 +296,14 @@ def worker(
 @handle_errors
 def status(study: str, storage: str | None, fmt: str, watch: bool, interval: float) -> None:
     """Show counts by state, the best trial, running trials and the worker fleet."""
-    from hpo import _console
+    from hpo.cli import _console
     from hpo.study import load_study
     from hpo.study import status as study_status
 
     if watch:
         if fmt != "table":
             raise click.UsageError("--watch draws a table; it cannot be used with --format json")
-        from hpo._watch import watch as watch_study
+        from hpo.reporting import watch as watch_study
 
         with _console.watching() as show:
             watch_study(load_study(study, _remember(storage)), show, interval=interval)
@@ -322,7 +322,7 @@ def status(study: str, storage: str | None, fmt: str, watch: bool, interval: flo
 @handle_errors
 def best(study: str, storage: str | None, fmt: str, output: Path | None) -> None:
     """Print the best trial's parameters (a document `fixed:` or `hpo retrain` can take)."""
-    from hpo import _console
+    from hpo.cli import _console
     from hpo.study import best_params, load_study
 
     text = _console.dump(best_params(load_study(study, _remember(storage))), fmt)
@@ -337,7 +337,7 @@ def best(study: str, storage: str | None, fmt: str, output: Path | None) -> None
 @handle_errors
 def list_cmd(storage: str | None, fmt: str) -> None:
     """List the studies in the storage."""
-    from hpo import _console
+    from hpo.cli import _console
     from hpo.study import list_studies
 
     _console.print_list(list_studies(_remember(storage)), fmt)
@@ -353,7 +353,7 @@ def list_cmd(storage: str | None, fmt: str) -> None:
 @handle_errors
 def export(study: str, storage: str | None, fmt: str, output: Path | None) -> None:
     """Export every trial: params, values, state, duration, epochs and user attributes."""
-    from hpo import _console
+    from hpo.cli import _console
     from hpo.study import load_study, trial_rows
 
     rows = list(trial_rows(load_study(study, _remember(storage))))
@@ -463,7 +463,7 @@ def _read_params(path: Path) -> dict[str, Any]:
 @handle_errors
 def report(study: str, storage: str | None, out: Path | None) -> None:
     """Write an HTML report of STUDY (index.html, plots embedded and as PNG files beside it)."""
-    from hpo.report import write_report
+    from hpo.reporting import write_report
     from hpo.study import load_study
 
     path = write_report(load_study(study, _remember(storage)), out or Path("reports") / study)
@@ -489,7 +489,7 @@ def report(study: str, storage: str | None, out: Path | None) -> None:
 @handle_errors
 def dashboard(storage: str | None, host: str, port: int) -> None:
     """Serve optuna-dashboard on the study storage (safe while workers write)."""
-    from hpo import _console
+    from hpo.cli import _console
     from hpo.storage import mask, open_storage, resolve_url
 
     url = resolve_url(_remember(storage))

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpo.context import TrialContext
-from hpo.data import ClassificationData
-from hpo.metrics import CM_METRICS, METRIC_NAMES, confusion_matrix, metric_tensor
+from hpo.training._data import ClassificationData
+from hpo.training._metrics import CM_METRICS, METRIC_NAMES, confusion_matrix, metric_tensor
 
 __all__ = [
     "NonFiniteLossError",

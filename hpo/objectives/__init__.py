@@ -1,4 +1,4 @@
-"""Built-in objectives, selected in a spec by name: ``objective: mlp`` -> ``objectives.mlp``.
+"""Built-in objectives, selected in a spec by name: ``objective: mlp`` -> ``hpo.objectives.mlp``.
 
 Each module exposes ``objective(trial, ctx)``, reads its hyperparameters from
 ``ctx.params`` (sampled values merged over the spec's fixed ones; missing keys take the
@@ -14,14 +14,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["BUILTIN_OBJECTIVES", "choice_param", "float_param", "int_param"]
+from hpo.search import BUILTIN_OBJECTIVES
 
-#: Spec name -> ``module:attribute`` of the objective function.
-BUILTIN_OBJECTIVES: dict[str, str] = {
-    "mlp": "objectives.mlp:objective",
-    "cnn": "objectives.cnn:objective",
-    "sequence": "objectives.sequence:objective",
-}
+__all__ = ["BUILTIN_OBJECTIVES", "choice_param", "float_param", "int_param"]
 
 
 def int_param(params: Mapping[str, Any], key: str, default: int, *, minimum: int = 1) -> int:

@@ -1,0 +1,3 @@
+from hpo.cli._main import main
+
+main()

@@ -1,0 +1,69 @@
+"""Facts about a trial's attempts, read from its system attributes, and queuing a retry.
+
+A retry is a new trial row (WAITING, the same parameters) whose ``failed_trial`` names the
+first attempt: it shares that attempt's checkpoints and seed, and the budget counts it as the
+same logical trial. ``retry_history`` lists every attempt before it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+log = logging.getLogger("hpo.worker")
+
+
+def logical_trial_number(trial: optuna.trial.FrozenTrial) -> int:
+    """The number of the first attempt: retries share its checkpoints and seed."""
+    return int(trial.system_attrs.get("failed_trial", trial.number))
+
+
+def retried_numbers(trials: Iterable[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of failed attempts that were retried: their retry is the finished trial."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+
+
+def state_counts(trials: Sequence[optuna.trial.FrozenTrial]) -> Counter[str]:
+    """Trials by state name, retried attempts counted as RETRIED rather than FAIL."""
+    retried = retried_numbers(trials)
+    return Counter("RETRIED" if t.number in retried else t.state.name for t in trials)
+
+
+@dataclass(frozen=True)
+class StaleTrialRetry:
+    """Re-queue a trial whose worker died, up to ``max_retries`` times.
+
+    The retry is a WAITING trial with the same parameters; it keeps ``failed_trial`` (the
+    first attempt's number) so it finds that attempt's checkpoints and seed, and so the
+    budget counts it as the same logical trial.
+    """
+
+    max_retries: int
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Queue the retry; False when the retry limit is reached."""
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retries:
+            log.warning("trial %d failed; retry limit (%d) reached", trial.number, self.max_retries)
+            return False
+        # One row, atomically: the retry counts as the same logical trial (it has
+        # "failed_trial"), so the budget needs no update and a kill here loses nothing.
+        study.add_trial(
+            optuna.create_trial(
+                state=TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                system_attrs={
+                    **{k: v for k, v in trial.system_attrs.items() if k != "retry_history"},
+                    "failed_trial": history[0],
+                    "retry_history": history,
+                },
+            )
+        )
+        log.warning("trial %d will be retried (attempt %d)", trial.number, len(history) + 1)
+        return True
