@@ -12,7 +12,7 @@ from hpo.search._registry import PRUNER_CLASSES, SAMPLER_CLASSES
 if TYPE_CHECKING:
     import optuna
 
-    from hpo.spec import PrunerSpec, StudySpec
+    from hpo.spec._model import PrunerSpec, StudySpec
 
 
 # The annotation parts a YAML value can satisfy; any other part (a callable, a sampler,

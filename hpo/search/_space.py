@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import optuna
 
-    from hpo.spec import ParamSpec, StudySpec
+    from hpo.spec._model import ParamSpec, StudySpec
 
 
 def distribution(p: ParamSpec) -> optuna.distributions.BaseDistribution:

@@ -8,7 +8,7 @@ from pathlib import Path
 from hpo.spec import StudySpec, load_spec
 from hpo.storage import peek_user_attr, resolve_url
 from hpo.study import SPEC_ATTR, Study, create_study, load_study
-from hpo.worker import (
+from hpo.worker._loop import (
     Progress,
     Summary,
     Worker,
