@@ -4,6 +4,14 @@
 each epoch, early-stops, checkpoints and resumes; see :mod:`hpo.training._loop`.
 """
 
+from hpo.training._config import (
+    DIRECTIONS,
+    OPTIMIZERS,
+    SCHEDULERS,
+    NonFiniteLossError,
+    TrainConfig,
+    TrainResult,
+)
 from hpo.training._data import (
     SKLEARN_DATASETS,
     ClassificationData,
@@ -11,19 +19,8 @@ from hpo.training._data import (
     make_classification_data,
     stratified_split,
 )
-from hpo.training._loop import (
-    DIRECTIONS,
-    OPTIMIZERS,
-    SCHEDULERS,
-    NonFiniteLossError,
-    TrainConfig,
-    TrainResult,
-    evaluate,
-    learning_rate,
-    resolve_device,
-    seed_everything,
-    train,
-)
+from hpo.training._device import resolve_device, seed_everything
+from hpo.training._loop import evaluate, train
 from hpo.training._metrics import (
     CM_METRICS,
     METRIC_NAMES,
@@ -31,6 +28,7 @@ from hpo.training._metrics import (
     confusion_matrix,
     metric_tensor,
 )
+from hpo.training._optim import learning_rate
 
 __all__ = [
     "CM_METRICS",

@@ -14,335 +14,40 @@ Epochs are numbered from 0, like the steps reported to Optuna.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import gc
-import json
 import math
-import os
-import random
 import time
 import warnings
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
-import numpy as np
 import optuna
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hpo.context import TrialContext
+from hpo.training._checkpoints import Checkpoints, LoopState, fingerprint
+from hpo.training._config import DIRECTIONS, NonFiniteLossError, TrainConfig, TrainResult
 from hpo.training._data import ClassificationData
+from hpo.training._device import (
+    autocast,
+    autocast_dtype,
+    configure_backend,
+    device_name,
+    place,
+    resolve_device,
+    seed_everything,
+)
 from hpo.training._metrics import CM_METRICS, METRIC_NAMES, confusion_matrix, metric_tensor
+from hpo.training._optim import learning_rate, make_optimizer
 
-__all__ = [
-    "NonFiniteLossError",
-    "TrainConfig",
-    "TrainResult",
-    "evaluate",
-    "resolve_device",
-    "seed_everything",
-    "train",
-]
+__all__ = ["evaluate", "train"]
 
-OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
-SCHEDULERS: tuple[str, ...] = ("none", "plateau", "cosine_warm_restarts")
-DIRECTIONS: tuple[str, ...] = ("minimize", "maximize")
-_CHECKPOINT_FORMAT = 1
 # The order of the values the loop fetches from the device once per epoch.
 _ROW_METRICS = ("train_loss", "val_loss", *(f"val_{m}" for m in CM_METRICS))
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training or validation loss became NaN or infinite; the trial cannot recover."""
-
-
-# --------------------------------------------------------------------------------------
-# Configuration
-
-
-def _require(ok: bool, key: str, value: Any, what: str) -> None:
-    if not ok:
-        raise ValueError(f"`{key}` must be {what}, but got {key}={value!r}.")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """Hyperparameters of the training loop, validated on construction.
-
-    ``batch_size`` is the micro-batch; with ``grad_accum`` > 1 the optimizer steps once per
-    ``grad_accum`` micro-batches. ``warmup_epochs`` ramps the learning rate linearly per
-    optimizer step and combines with either scheduler, which starts after the warm-up.
-    ``plateau`` multiplies the learning rate by ``plateau_factor`` after ``plateau_patience``
-    epochs without improvement of the trial's metric; ``cosine_warm_restarts`` anneals to 0
-    over cycles of ``restart_epochs`` epochs. ``patience`` (``None``: off) stops after that
-    many epochs without an improvement larger than ``min_delta``. ``amp="auto"`` means mixed
-    precision on CUDA only; ``True`` elsewhere means bf16 autocast.
-    """
-
-    epochs: int = 20
-    batch_size: int = 64
-    eval_batch_size: int = 1024
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    scheduler: str = "none"
-    warmup_epochs: int = 0
-    restart_epochs: int = 10
-    plateau_factor: float = 0.5
-    plateau_patience: int = 2
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    grad_accum: int = 1
-    patience: int | None = None
-    min_delta: float = 0.0
-    amp: bool | Literal["auto"] = "auto"
-
-    _INTS: ClassVar[tuple[str, ...]] = (
-        "epochs",
-        "batch_size",
-        "eval_batch_size",
-        "warmup_epochs",
-        "restart_epochs",
-        "plateau_patience",
-        "grad_accum",
-        "patience",
-    )
-    _FLOATS: ClassVar[tuple[str, ...]] = (
-        "lr",
-        "weight_decay",
-        "momentum",
-        "plateau_factor",
-        "label_smoothing",
-        "grad_clip",
-        "min_delta",
-    )
-
-    def __post_init__(self) -> None:
-        for key in self._INTS:
-            value = getattr(self, key)
-            if value is None and key == "patience":
-                continue
-            _require(_is_int(value), key, value, "an integer")
-        for key in self._FLOATS:
-            value = getattr(self, key)
-            if value is None and key == "grad_clip":
-                continue
-            _require(_is_number(value) and math.isfinite(value), key, value, "a finite number")
-            object.__setattr__(self, key, float(value))
-        for key in ("epochs", "batch_size", "eval_batch_size", "restart_epochs", "grad_accum"):
-            _require(getattr(self, key) >= 1, key, getattr(self, key), ">= 1")
-        for key in ("warmup_epochs", "plateau_patience"):
-            _require(getattr(self, key) >= 0, key, getattr(self, key), ">= 0")
-        _require(self.lr > 0, "lr", self.lr, "> 0")
-        _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
-        _require(self.scheduler in SCHEDULERS, "scheduler", self.scheduler, f"one of {SCHEDULERS}")
-        _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
-        _require(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
-        _require(0 < self.plateau_factor < 1, "plateau_factor", self.plateau_factor, "in (0, 1)")
-        _require(
-            0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)"
-        )
-        _require(
-            self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip, "> 0 or None"
-        )
-        _require(
-            self.patience is None or self.patience >= 1, "patience", self.patience, ">= 1 or None"
-        )
-        _require(self.min_delta >= 0, "min_delta", self.min_delta, ">= 0")
-        _require(self.amp in ("auto", True, False), "amp", self.amp, "'auto', true or false")
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
-        """The loop's settings among a trial's params; other keys belong to the model.
-
-        Integral floats (``10.0`` from a YAML ``1e1``) are accepted for integer settings.
-        """
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in params:
-                continue
-            value = params[f.name]
-            if f.name in cls._INTS and isinstance(value, float) and value.is_integer():
-                value = int(value)
-            kwargs[f.name] = value
-        return cls(**kwargs)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train` found. ``values`` are ``ctx.metrics`` at the best epoch."""
-
-    values: tuple[float, ...]
-    best_epoch: int
-    epochs_run: int
-    stop_reason: Literal["completed", "early_stopped"]  # a pruned trial raises instead
-    history: list[dict[str, float]]
-    best_metrics: dict[str, float]
-    confusion_matrix: list[list[int]]
-    test_metrics: dict[str, float] | None
-    device: str
-    n_params: int
-
-    @property
-    def value(self) -> float | tuple[float, ...]:
-        """What an objective returns: a float, or a tuple for multi-objective studies."""
-        return self.values[0] if len(self.values) == 1 else self.values
-
-
-# --------------------------------------------------------------------------------------
-# Device, seeds, data placement
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"``: CUDA if present, else MPS if present, else CPU."""
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} was requested, but CUDA is not available.")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={str(device)!r} was requested, but MPS is not available.")
-    return resolved
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's (all devices) global generators.
-
-    Objectives call this before building their model so that initialization is
-    reproducible; :func:`train` calls it again for dropout and friends.
-    """
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
-@dataclass
-class _Placed:
-    """The data where the loop reads it: on the device, or pinned on the host for CUDA."""
-
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor] | None
-    device: torch.device
-    # Pinned buffers the shuffled training set is gathered into when it stays on the host.
-    shuffle_buffers: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def shuffled_train(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        # The permutation comes from a CPU generator, so the order is the same on every device.
-        x, y = self.train
-        perm = torch.randperm(len(y), generator=generator)
-        if self.shuffle_buffers is None:
-            perm = perm.to(x.device)
-            return x.index_select(0, perm), y.index_select(0, perm)
-        # Safe to overwrite: the previous epoch ended with a sync, so its copies are done.
-        bx, by = self.shuffle_buffers
-        return torch.index_select(x, 0, perm, out=bx), torch.index_select(y, 0, perm, out=by)
-
-
-def _place(data: ClassificationData, device: torch.device) -> _Placed:
-    splits = [(data.x_train, data.y_train), (data.x_val, data.y_val)]
-    test = (data.x_test, data.y_test) if data.x_test is not None else None
-    resident = device.type != "cuda"
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        # Twice the training set: each epoch gathers a shuffled copy of it.
-        resident = data.nbytes + data.x_train.nbytes + data.y_train.nbytes < free // 2
-    if resident:
-        # One copy per trial; afterwards batches are views, never host-to-device copies.
-        moved = [(x.to(device), y.to(device)) for x, y in splits]
-        test_moved = (test[0].to(device), test[1].to(device)) if test else None
-        return _Placed(moved[0], moved[1], test_moved, device)
-    pinned = [(x.pin_memory(), y.pin_memory()) for x, y in splits]
-    test_pinned = (test[0].pin_memory(), test[1].pin_memory()) if test else None
-    buffers = (
-        torch.empty_like(data.x_train).pin_memory(),
-        torch.empty_like(data.y_train).pin_memory(),
-    )
-    return _Placed(pinned[0], pinned[1], test_pinned, device, buffers)
-
-
-def _configure_backend(device: torch.device) -> None:
-    if device.type == "cuda":
-        # Fixed input shapes: let cuDNN pick the fastest kernels (not bitwise reproducible).
-        torch.backends.cudnn.benchmark = True
-        # TF32 for whatever runs in fp32 (amp=False). torch >= 2.9 has a new flag and
-        # refuses a mix of new and legacy settings, so use the new one where it exists.
-        matmul = torch.backends.cuda.matmul
-        if hasattr(matmul, "fp32_precision"):
-            matmul.fp32_precision = "tf32"
-        else:
-            matmul.allow_tf32 = True
-
-
-def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    enabled = device.type == "cuda" if config.amp == "auto" else config.amp
-    if not enabled:
-        return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
-    # nullcontext rather than autocast(enabled=False): it costs nothing per batch.
-    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
-
-
-def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
-    if config.optimizer == "sgd":
-        kwargs["momentum"] = config.momentum
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[
-        config.optimizer
-    ]
-    try:
-        # One kernel for the whole update instead of a few per parameter tensor.
-        return cls(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return cls(params, **kwargs)
-
-
-def learning_rate(
-    config: TrainConfig, step: int, steps_per_epoch: int, scale: float = 1.0
-) -> float:
-    """Learning rate at optimizer step ``step`` (counted over the whole run).
-
-    Linear warm-up over ``warmup_epochs``, then cosine annealing with warm restarts if
-    configured; ``scale`` is the plateau scheduler's accumulated reduction.
-    """
-    base = config.lr * scale
-    warmup_steps = config.warmup_epochs * steps_per_epoch
-    if step < warmup_steps:
-        return base * (step + 1) / warmup_steps
-    if config.scheduler == "cosine_warm_restarts":
-        cycle = config.restart_epochs * steps_per_epoch
-        return base * 0.5 * (1 + math.cos(math.pi * ((step - warmup_steps) % cycle) / cycle))
-    return base
 
 
 # --------------------------------------------------------------------------------------
@@ -373,7 +78,7 @@ def _train_epoch(
         xb, yb = x[i * bs : (i + 1) * bs], y[i * bs : (i + 1) * bs]
         if copy:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(xb)
         loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
         # the last accumulation group of an epoch may be short; average over what it has
@@ -422,7 +127,7 @@ def _evaluate(
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         if copy:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
         cm += confusion_matrix(logits.argmax(dim=1), yb, n_classes)
@@ -455,183 +160,6 @@ def _fetch(means: list[torch.Tensor], cm: torch.Tensor) -> list[float]:
 
 # --------------------------------------------------------------------------------------
 # Loop state and checkpoints
-
-
-def _better(value: float, reference: float | None, maximize: bool, min_delta: float) -> bool:
-    if reference is None:
-        return True
-    return value > reference + min_delta if maximize else value < reference - min_delta
-
-
-@dataclass
-class _LoopState:
-    """Everything besides tensors that a resumed run needs to continue identically."""
-
-    epoch: int = 0  # next epoch to run
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_value: float | None = None
-    best_epoch: int = -1
-    # Early stopping: the value of the last improvement larger than min_delta.
-    stop_reference: float | None = None
-    bad_epochs: int = 0
-    # Plateau scheduler.
-    plateau_reference: float | None = None
-    plateau_bad_epochs: int = 0
-    lr_scale: float = 1.0
-
-    def record(self, row: dict[str, float], ctx: TrialContext, config: TrainConfig) -> bool:
-        """Append an epoch's metrics; return whether it is the new best epoch."""
-        self.history.append(row)
-        self.epoch += 1
-        value, maximize = row[ctx.metric], ctx.direction == "maximize"
-        # The best epoch is the best value, however small the gain; min_delta only
-        # decides whether the gain is worth more patience.
-        improved = _better(value, self.best_value, maximize, 0.0)
-        if improved:
-            self.best_value, self.best_epoch = value, int(row["epoch"])
-        if _better(value, self.stop_reference, maximize, config.min_delta):
-            self.stop_reference, self.bad_epochs = value, 0
-        else:
-            self.bad_epochs += 1
-        if config.scheduler == "plateau" and self.epoch > config.warmup_epochs:
-            if _better(value, self.plateau_reference, maximize, 0.0):
-                self.plateau_reference, self.plateau_bad_epochs = value, 0
-            else:
-                self.plateau_bad_epochs += 1
-                if self.plateau_bad_epochs > config.plateau_patience:
-                    self.lr_scale *= config.plateau_factor
-                    self.plateau_bad_epochs = 0
-        return improved
-
-    def early_stopped(self, config: TrainConfig) -> bool:
-        return config.patience is not None and self.bad_epochs >= config.patience
-
-
-def _rng_state(shuffle: torch.Generator) -> dict[str, Any]:
-    _, key, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": (torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), cached),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "mps": torch.mps.get_rng_state() if torch.backends.mps.is_available() else None,
-        "shuffle": shuffle.get_state(),
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any], shuffle: torch.Generator) -> None:
-    random.setstate(state["python"])
-    key, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available():
-        # Resuming on a machine with fewer GPUs restores the ones it has.
-        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(cuda_state, index)
-    if state["mps"] is not None and torch.backends.mps.is_available():
-        torch.mps.set_rng_state(state["mps"])
-    shuffle.set_state(state["shuffle"])
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    """Write-then-rename: a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fingerprint(ctx: TrialContext) -> str:
-    """Identifies the configuration a checkpoint belongs to.
-
-    ``epochs`` is left out on purpose: nothing in the loop depends on it but where it
-    stops, so a finished trial can be resumed with a larger budget and continue exactly.
-    """
-    params = {k: v for k, v in ctx.params.items() if k != "epochs"}
-    return json.dumps(
-        {"params": params, "seed": ctx.seed, "metrics": list(ctx.metrics)},
-        sort_keys=True,
-        default=repr,
-    )
-
-
-@dataclass
-class _Checkpoints:
-    """``best.pt`` (the best epoch's weights) and ``last.pt`` (everything to resume)."""
-
-    directory: Path
-    fingerprint: str
-
-    @property
-    def last(self) -> Path:
-        return self.directory / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.directory / "best.pt"
-
-    def save_best(self, model: nn.Module, epoch: int, cm: torch.Tensor) -> None:
-        _atomic_save(
-            {
-                "format": _CHECKPOINT_FORMAT,
-                "fingerprint": self.fingerprint,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "confusion_matrix": cm.cpu(),
-            },
-            self.best,
-        )
-
-    def save_last(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler | None,
-        state: _LoopState,
-        shuffle: torch.Generator,
-    ) -> None:
-        _atomic_save(
-            {
-                "format": _CHECKPOINT_FORMAT,
-                "fingerprint": self.fingerprint,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler else None,
-                "loop": dataclasses.asdict(state),
-                "rng": _rng_state(shuffle),
-            },
-            self.last,
-        )
-
-    def _load(self, path: Path) -> dict[str, Any]:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("format") != _CHECKPOINT_FORMAT or ckpt.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                f"{path} belongs to a different configuration (params, seed or metrics) or "
-                "checkpoint format; resume only into the directory of the same trial, or "
-                "use an empty one."
-            )
-        return ckpt
-
-    def restore(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler | None,
-        shuffle: torch.Generator,
-    ) -> tuple[_LoopState, dict[str, torch.Tensor], torch.Tensor]:
-        """Load last.pt into the objects; return loop state, best weights and best cm."""
-        last, best = self._load(self.last), self._load(self.best)
-        model.load_state_dict(last["model"])
-        optimizer.load_state_dict(last["optimizer"])
-        if scaler is not None and last["scaler"] is not None:
-            scaler.load_state_dict(last["scaler"])
-        _set_rng_state(last["rng"], shuffle)
-        device = next(model.parameters()).device
-        best_weights = {k: v.to(device) for k, v in best["model"].items()}
-        return _LoopState(**last["loop"]), best_weights, best["confusion_matrix"].to(device)
 
 
 # --------------------------------------------------------------------------------------
@@ -727,19 +255,19 @@ def _fit(
     # -- setup ---------------------------------------------------------------------------
     seed_everything(ctx.seed)
     shuffle = torch.Generator().manual_seed(ctx.seed)
-    _configure_backend(device)
+    configure_backend(device)
     model.to(device)
-    amp_dtype = _amp_dtype(config, device)
+    amp_dtype = autocast_dtype(config, device)
     # bf16 has fp32's range; only fp16 needs loss scaling.
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    optimizer = _make_optimizer(model, config)
-    placed = _place(data, device)
+    optimizer = make_optimizer(model, config)
+    placed = place(data, device)
     n_train, n_val = len(data.y_train), len(data.y_val)
     steps_per_epoch = math.ceil(math.ceil(n_train / config.batch_size) / config.grad_accum)
-    state, best_weights, best_cm = _LoopState(), None, None
+    state, best_weights, best_cm = LoopState(), None, None
     ckpts = None
     if ctx.checkpoint_dir is not None:
-        ckpts = _Checkpoints(Path(ctx.checkpoint_dir), _fingerprint(ctx))
+        ckpts = Checkpoints(Path(ctx.checkpoint_dir), fingerprint(ctx))
         ckpts.directory.mkdir(parents=True, exist_ok=True)
         if ckpts.last.exists():
             state, best_weights, best_cm = ckpts.restore(model, optimizer, scaler, shuffle)
@@ -820,7 +348,7 @@ def _fit(
         best_metrics={k: best_row[k] for k in METRIC_NAMES},
         confusion_matrix=best_cm.tolist(),
         test_metrics=test_metrics,
-        device=_device_name(device),
+        device=device_name(device),
         n_params=n_params,
     )
     attrs: dict[str, Any] = {
