@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +21,13 @@ from hpo.storage import (
     mask,
     open_storage,
     resolve_url,
-    state_counts,
 )
+from hpo.study._summary import StudySummary, study_summary
 
 if TYPE_CHECKING:
     import optuna
 
 SPEC_ATTR = "spec"  # study user attribute: shown by optuna-dashboard, read back by workers
-FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
 
 @dataclass
@@ -89,6 +89,11 @@ def create_study(spec: StudySpec, storage: str | None = None, *, force: bool = F
             load_if_exists=True,
         )
     ostudy.set_user_attr(SPEC_ATTR, spec.to_dict())
+    # Named axes in optuna-dashboard and Optuna's plots; also set on resume, for studies
+    # created before hpo set them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ostudy.set_metric_names(list(spec.metrics))
     study = _study(spec, url, rdb, ostudy)
     study.budget.ensure(spec.n_trials)
     return study
@@ -155,57 +160,26 @@ def request_stop(name: str, storage: str | None = None, *, now: bool = False) ->
 
 @dataclass(frozen=True)
 class Status:
-    name: str
-    metrics: tuple[str, ...]
-    directions: tuple[str, ...]
-    n_trials: int | None
-    counts: Mapping[str, int]
-    best: optuna.trial.FrozenTrial | None
-    best_trials: tuple[optuna.trial.FrozenTrial, ...]
-    running: tuple[optuna.trial.FrozenTrial, ...]
-    workers: tuple[Mapping[str, Any], ...]
-    stop: str | None
+    """What `hpo status` shows: the study summary and the worker fleet."""
 
-    @property
-    def finished(self) -> int:
-        return sum(self.counts.get(s, 0) for s in FINISHED)
+    summary: StudySummary
+    workers: tuple[Mapping[str, Any], ...]
 
 
 def status(study: Study) -> Status:
-    from optuna.trial import TrialState
-
-    trials = study.optuna.get_trials(deepcopy=False)
-    counts = state_counts(trials)
-    n_trials, _, stop = study.budget.state()
-    best_trials: tuple[optuna.trial.FrozenTrial, ...] = ()
-    best = None
-    if counts.get("COMPLETE"):
-        if len(study.spec.directions) == 1:
-            best = study.optuna.best_trial
-            best_trials = (best,)
-        else:
-            best_trials = tuple(study.optuna.best_trials)
     return Status(
-        name=study.name,
-        metrics=study.spec.metrics,
-        directions=study.spec.directions,
-        n_trials=n_trials,
-        counts=dict(counts),
-        best=best,
-        best_trials=best_trials,
-        running=tuple(t for t in trials if t.state == TrialState.RUNNING),
+        summary=study_summary(study, window_s=None),
         workers=tuple(fleet(study.budget.engine, study.budget.study_id)),
-        stop=stop,
     )
 
 
 def best_params(study: Study) -> dict[str, Any]:
     """The best trial as a document that can be fed back as ``fixed:`` or to retrain."""
-    st = status(study)
-    if not st.best_trials:
+    s = study_summary(study, window_s=None)
+    if not s.best_trials:
         raise UsageError(f"study {study.name!r} has no completed trial yet")
-    if st.best is not None:
-        t = st.best
+    if s.best is not None:
+        t = s.best
         return {
             "study": study.name,
             "trial": t.number,
@@ -221,7 +195,7 @@ def best_params(study: Study) -> dict[str, Any]:
                 "values": dict(zip(study.spec.metrics, t.values, strict=True)),
                 "params": dict(t.params),
             }
-            for t in st.best_trials
+            for t in s.best_trials
         ],
         "fixed": dict(study.spec.fixed),
     }
@@ -229,10 +203,13 @@ def best_params(study: Study) -> dict[str, Any]:
 
 def trial_rows(study: Study) -> Iterator[dict[str, Any]]:
     """One flat, JSON-ready row per trial: the export format."""
-    for t in study.optuna.get_trials(deepcopy=False):
+    s = study_summary(study, window_s=None)
+    for t in s.trials:
         duration = t.duration.total_seconds() if t.duration is not None else None
         row: dict[str, Any] = {
             "number": t.number,
+            "logical_trial": logical_trial_number(t),
+            "outcome": s.outcomes[t.number],  # the word status and the report count it under
             "state": t.state.name,
             "values": t.values,
             "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
@@ -294,7 +271,7 @@ def retrain_trial(
 
 
 def _best_single(study: Study) -> optuna.trial.FrozenTrial:
-    st = status(study)
+    st = study_summary(study, window_s=None)
     if st.best is None:
         if st.best_trials:
             raise UsageError(
