@@ -15,7 +15,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from hpo.reporting import Snapshot
-    from hpo.study import RunningTrial, Status, Study, StudySummary
+    from hpo.study import Retrained, RunningTrial, Status, Study, StudySummary
     from hpo.worker import Summary
 
 out = Console(highlight=False, soft_wrap=True)
@@ -139,6 +139,34 @@ def _print_best(st: StudySummary) -> None:
             str(t.number), *[_fmt(v) for v in t.values], *[_fmt(t.params.get(k)) for k in params]
         )
     out.print(table)
+
+
+def note(text: str) -> None:
+    err.print(f"hpo: note: {text}", markup=False)
+
+
+def print_retrained(done: Retrained, objective: str) -> None:
+    """What `hpo retrain` trained and saved, and plainly what it could not save."""
+    for text in done.notes:
+        note(text)
+    what = f"trial #{done.trial}" if done.trial is not None else "your configuration"
+    out.print(f"retrained {what} with seed {done.seed}: wrote {done.manifest}", markup=False)
+    if done.checkpoints:
+        out.print(f"model checkpoints beside it: {', '.join(done.checkpoints)}", markup=False)
+    elif done.plain:
+        out.print(
+            f"no model was saved: {objective} is a plain Optuna objective f(trial), whose model "
+            "hpo cannot see; the manifest has its params, values, seed and versions. To keep "
+            "the model, save it in the objective, or take f(trial, ctx) and save it under "
+            "ctx.checkpoint_dir.",
+            markup=False,
+        )
+    else:
+        out.print(
+            f"no model was saved: {objective} wrote no *.pt file to its checkpoint directory "
+            f"({done.manifest.parent})",
+            markup=False,
+        )
 
 
 def print_status(st: Status, fmt: str) -> None:

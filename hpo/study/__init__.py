@@ -2,6 +2,7 @@
 
 from hpo.study._study import (
     SPEC_ATTR,
+    Retrained,
     Status,
     Study,
     best_params,
@@ -29,6 +30,7 @@ __all__ = [
     "OUTCOMES",
     "RATE_WINDOW_S",
     "SPEC_ATTR",
+    "Retrained",
     "RunningTrial",
     "Status",
     "Study",

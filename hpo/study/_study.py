@@ -224,50 +224,109 @@ def trial_rows(study: Study) -> Iterator[dict[str, Any]]:
         yield json.loads(json.dumps(row, default=str, allow_nan=True))
 
 
+@dataclass(frozen=True)
+class Retrained:
+    """What :func:`retrain_trial` did, for the caller to tell the user."""
+
+    manifest: Path
+    trial: int | None  # the trial reproduced; None for a configuration of your own
+    seed: int
+    checkpoints: tuple[str, ...]  # model files beside the manifest
+    plain: bool  # a plain Optuna objective f(trial): hpo cannot see or save its model
+    notes: tuple[str, ...]  # what differs from what was asked, in one line each
+
+
 def retrain_trial(
     study: Study,
     *,
     number: int | None = None,
     params: Mapping[str, Any] | None = None,
+    named_trial: int | None = None,
     out_dir: str | Path | None = None,
     device: str | None = None,
-) -> Path:
-    """Train one configuration of the study to completion; returns its manifest's path.
+) -> Retrained:
+    """Train one configuration of the study to completion, with the model and a manifest.
 
     By default the best trial's; ``number`` picks another trial, ``params`` (as written by
-    ``hpo best``) a configuration of your own. The model checkpoints and ``manifest.json``
-    go to ``out_dir`` (default ``runs/<study>/trial-<n>``).
+    ``hpo best``) a configuration of your own. When ``params`` come from a trial
+    (``named_trial``, the ``trial:`` key of ``hpo best``'s file) and equal its params, that
+    trial is reproduced with its own seed; otherwise they train with the seed of a
+    configuration of your own, and a note says why. The model checkpoints and
+    ``manifest.json`` go to ``out_dir`` (default ``runs/<study>/trial-<n>``).
     """
-    from hpo.spec import resolve_objective
+    from hpo.spec import objective_arity, resolve_objective
     from hpo.study._retrain import retrain
 
     spec = study.spec
-    logical = 0
+    notes: list[str] = []
     if params is None:
-        if number is None:
-            trial = _best_single(study)
-        else:
-            trials = study.optuna.get_trials(deepcopy=False)
-            if not 0 <= number < len(trials):
-                raise UsageError(f"study {study.name!r} has no trial {number}")
-            trial = trials[number]
-        logical = logical_trial_number(trial)
-        params = dict(trial.params)
-        number = trial.number
-    merged = {**spec.fixed, **params}
-    default_dir = (
-        Path("runs") / study.name / (f"trial-{number}" if number is not None else "custom")
-    )
-    return retrain(
-        resolve_objective(spec.objective, source=f"study {study.name!r}"),
-        merged,
+        trial: optuna.trial.FrozenTrial | None = _pick_trial(study, number)
+    else:
+        trial = _named_trial(study, params, named_trial, notes)
+    if trial is not None:
+        params, number = dict(trial.params), trial.number
+    seed = spec.trial_seed(logical_trial_number(trial) if trial is not None else 0)
+    if params is not None and trial is None and notes:
+        notes[-1] += f"; trained as a configuration of your own, with seed {seed}"
+    default_dir = Path("runs") / study.name / (f"trial-{number}" if trial is not None else "custom")
+    out = Path(out_dir) if out_dir is not None else default_dir
+    objective = resolve_objective(spec.objective, source=f"study {study.name!r}")
+    manifest = retrain(
+        objective,
+        {**spec.fixed, **(params or {})},
         metrics=spec.metrics,
         directions=spec.directions,
-        out_dir=Path(out_dir) if out_dir is not None else default_dir,
-        manifest_extra={"study": study.name, "trial": number, "spec": spec.to_dict()},
+        out_dir=out,
+        manifest_extra={
+            "study": study.name,
+            "trial": None if trial is None else trial.number,
+            "spec": spec.to_dict(),
+        },
         device=device,
-        seed=spec.trial_seed(logical),
+        seed=seed,
     )
+    return Retrained(
+        manifest=manifest,
+        trial=None if trial is None else trial.number,
+        seed=seed,
+        checkpoints=tuple(json.loads(manifest.read_text())["checkpoints"]),
+        plain=objective_arity(objective) == 1,
+        notes=tuple(notes),
+    )
+
+
+def _pick_trial(study: Study, number: int | None) -> optuna.trial.FrozenTrial:
+    if number is None:
+        return _best_single(study)
+    trials = study.optuna.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise UsageError(f"study {study.name!r} has no trial {number}")
+    return trials[number]
+
+
+def _named_trial(
+    study: Study, params: Mapping[str, Any], number: int | None, notes: list[str]
+) -> optuna.trial.FrozenTrial | None:
+    """The trial ``params`` reproduce: trial ``number``, if its params are the same."""
+    if number is None:
+        return None
+    trials = study.optuna.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        notes.append(f"study {study.name!r} has no trial #{number}")
+        return None
+    trial = trials[number]
+    differ = sorted(
+        k
+        for k in {*params, *trial.params}
+        if params.get(k, _MISSING) != trial.params.get(k, _MISSING)
+    )
+    if differ:
+        notes.append(f"the params differ from trial #{number}'s ({', '.join(differ)})")
+        return None
+    return trial
+
+
+_MISSING = object()
 
 
 def _best_single(study: Study) -> optuna.trial.FrozenTrial:
