@@ -252,6 +252,8 @@ def export_text(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
     value_cols = ["value"] if n_values <= 1 else [f"value_{i}" for i in range(n_values)]
     header = [
         "number",
+        "logical_trial",
+        "outcome",
         "state",
         *value_cols,
         "datetime_start",
@@ -271,6 +273,8 @@ def export_text(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
         w.writerow(
             [
                 r["number"],
+                r["logical_trial"],
+                r["outcome"],
                 r["state"],
                 *values,
                 r["datetime_start"],
@@ -366,9 +370,11 @@ def _running_cells(r: RunningTrial) -> tuple[str, str, str, str, str]:
 def _eta(snap: Snapshot) -> str:
     if snap.phase == "finished":
         return "finished"
-    if snap.phase in ("stopped", "stopping"):
+    if snap.phase == "stopping":
+        return f"stopping (hpo stop): {snap.running} trial(s) still running"
+    if snap.phase == "stopped":
         left = f", {snap.waiting} waiting" if snap.waiting else ""
-        return f"{snap.phase} by hpo stop ({snap.remaining} trial(s) left{left})"
+        return f"stopped by hpo stop ({snap.remaining} trial(s) left{left})"
     if snap.eta_s is None:
         return "-" if snap.budget is not None else "- (no trial budget)"
     return f"~{_seconds(snap.eta_s)} ({snap.remaining} trial(s) left)"

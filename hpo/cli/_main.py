@@ -430,10 +430,10 @@ def retrain(
 
     if params_file is not None and number is not None:
         raise click.UsageError("give either --trial or --params")
-    loaded = load_study(study, _remember(storage))
     params, named = None, None
-    if params_file is not None:
+    if params_file is not None:  # a bad file is an error before anything is opened
         params, named = _read_params(params_file, study)
+    loaded = load_study(study, _remember(storage))
     done = retrain_trial(
         loaded, number=number, params=params, named_trial=named, out_dir=out, device=device
     )

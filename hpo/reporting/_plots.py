@@ -17,7 +17,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from hpo.study import OUTCOMES
 from hpo.study import sign as _sign
@@ -212,22 +212,9 @@ def _parallel(d: ReportData) -> Section:
     ax.set_yticks([])
     for x, lohi in enumerate([(lo, hi), *(_range_text(done, n) for n in names)]):
         ax.axvline(x, color="black", linewidth=0.8)
-        ax.annotate(
-            _label(_fmt(lohi[0])),
-            (x, 0),
-            xytext=(3, -2),
-            textcoords="offset points",
-            fontsize=7,
-            va="top",
-        )
-        ax.annotate(
-            _label(_fmt(lohi[1])),
-            (x, 1),
-            xytext=(3, 2),
-            textcoords="offset points",
-            fontsize=7,
-            va="bottom",
-        )
+        for y, value, dy, va in ((0, lohi[0], -2, "top"), (1, lohi[1], 2, "bottom")):
+            text = _label(_fmt(value))
+            ax.annotate(text, (x, y), (3, dy), textcoords="offset points", fontsize=7, va=va)
     ax.set_ylim(-0.08, 1.08)
     ax.set_xlim(-0.1, len(labels) - 0.6)  # room for the last axis' range labels
     for spine in ax.spines.values():
@@ -257,6 +244,9 @@ def _intermediate(d: ReportData) -> Section:
         if outcome == "pruned":
             ends = [seg[-1] for seg in segments]
             ax.scatter([e[0] for e in ends], [e[1] for e in ends], marker="x", color=color)
+        else:  # a curve of one step is no line: show it as a dot, so every curve counted shows
+            dots = [seg[0] for seg in segments if len(seg) == 1]
+            ax.scatter([p[0] for p in dots], [p[1] for p in dots], s=12, color=color)
     ax.autoscale_view()
     drawn = Counter(d.outcome(t) for t in curves)
     ax.legend(handles=_legend(drawn, d.summary), loc="best")
@@ -276,15 +266,15 @@ def _timeline(d: ReportData) -> Section:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 
     rows = sorted({_slot(t) for t in started})
-    t0 = min(t.datetime_start for t in started)  # type: ignore[type-var]
+    t0 = min(t.datetime_start for t in started if t.datetime_start is not None)
     t1 = max(_end(t, d.now) for t in started)
     span = max((t1 - t0).total_seconds(), 1e-9)
-    busy = Counter[str]()
+    busy: dict[str, float] = {}
     bars: dict[tuple[int, str], list[tuple[float, float]]] = {}
     for t in started:
         start, end = t.datetime_start, _end(t, d.now)
         assert start is not None
-        busy[_slot(t)] += (end - start).total_seconds()
+        busy[_slot(t)] = busy.get(_slot(t), 0.0) + (end - start).total_seconds()
         key = (rows.index(_slot(t)), d.outcome(t))
         bars.setdefault(key, []).append((date2num(start), date2num(end) - date2num(start)))
     fig = _figure(9, 1.2 + 0.35 * min(len(rows), 80))
@@ -440,7 +430,7 @@ def _value_of(i: int) -> Callable[[optuna.trial.FrozenTrial], float]:
 def _param_order(d: ReportData, trials: Sequence[optuna.trial.FrozenTrial]) -> list[str]:
     """The spec's order first, then parameters sampled on demand (define-by-run)."""
     seen = {n for t in trials for n in t.params}
-    ordered = [n for n in d.study.spec.search_space if n in seen]
+    ordered = [p.name for p in d.study.spec.search_space if p.name in seen]
     return ordered + sorted(seen - set(ordered))
 
 
@@ -477,7 +467,7 @@ def _end(t: optuna.trial.FrozenTrial, now: dt.datetime) -> dt.datetime:
     return t.datetime_complete or now  # a running trial's bar reaches the present
 
 
-def _is_square_matrix(cm: Any) -> bool:
+def _is_square_matrix(cm: Any) -> TypeGuard[list[list[float]]]:
     return (
         isinstance(cm, list)
         and len(cm) > 0

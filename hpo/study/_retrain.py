@@ -25,7 +25,8 @@ from hpo.context import TrialContext
 
 __all__ = ["Objective", "retrain"]
 
-Objective = Callable[[optuna.trial.BaseTrial, TrialContext], float | Sequence[float]]
+#: ``f(trial, ctx)`` (hpo's) or ``f(trial)`` (a plain Optuna objective).
+Objective = Callable[..., float | Sequence[float]]
 
 _RESERVED_KEYS = frozenset(
     {

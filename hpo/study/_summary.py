@@ -315,6 +315,7 @@ def _rate(
     if not recent or not starts:
         return None
     # With nothing running the study is idle or done: measure up to its last completion.
-    end = now if running else max(t.datetime_complete for t in recent)  # type: ignore[type-var]
+    ends = [t.datetime_complete for t in recent if t.datetime_complete is not None]
+    end = now if running else max(ends)
     elapsed = (end - max(since, min(starts))).total_seconds()
     return 60.0 * len(recent) / elapsed if elapsed > 0 else None
