@@ -94,22 +94,22 @@ def print_summary(study: Study, summary: Summary) -> None:
         f"{summary.retried} retried); {summary.stop_reason or 'done'}"
     )
     err.print(f"study {study.name}: {finished_text(s)} ({counts_text(s)})", markup=False)
-    _print_failures(study)
+    _print_failures(s)
     _print_best(s)
 
 
-def _print_failures(study: Study) -> None:
-    """The commonest reasons trials failed: a typo in `fixed` fails every trial the same way."""
+def _print_failures(s: StudySummary) -> None:
+    """The commonest reasons attempts failed, under their outcome (failed, retried,
+    preempted): a typo in `fixed` fails every trial the same way."""
     from collections import Counter
 
-    from optuna.trial import TrialState
-
     reasons = Counter(
-        str(t.user_attrs.get("fail_reason", "no reason recorded"))
-        for t in study.optuna.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        (s.outcomes[t.number], str(t.user_attrs.get("fail_reason", "no reason recorded")))
+        for t in s.trials
+        if s.outcomes[t.number] in ("failed", "retried", "preempted")
     )
-    for reason, n in reasons.most_common(3):
-        err.print(f"failed {n}x: {reason}", markup=False)
+    for (outcome, reason), n in reasons.most_common(3):
+        err.print(f"{outcome} {n}x: {reason}", markup=False)
 
 
 def _print_best(st: StudySummary) -> None:

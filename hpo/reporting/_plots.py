@@ -125,7 +125,7 @@ def _pareto(d: ReportData) -> Section:
     done = d.complete
     if not done:
         return Section("history", title, note="No completed trial yet.")
-    front = {t.number for t in d.study.optuna.best_trials}
+    front = {t.number for t in d.summary.best_trials}
     fig = _figure(7, 5)
     ax = fig.add_subplot()
     for on_front, color, label in ((False, "#9ecae1", "trial"), (True, "#d62728", "Pareto front")):
