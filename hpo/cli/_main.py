@@ -295,7 +295,8 @@ def worker(
 )
 @handle_errors
 def status(study: str, storage: str | None, fmt: str, watch: bool, interval: float) -> None:
-    """Show counts by state, the best trial, running trials and the worker fleet."""
+    """Show the study's counts (logical trials, attempts and their outcomes, as the README
+    defines them), the best trial, running trials and the worker fleet."""
     from hpo.cli import _console
     from hpo.study import load_study
     from hpo.study import status as study_status

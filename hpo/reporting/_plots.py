@@ -193,7 +193,7 @@ def _parallel(d: ReportData) -> Section:
     lo, hi = min(values), max(values)
     norm = Normalize(lo, hi if hi > lo else lo + 1)
     # Darker is better whatever the direction, so the eye follows the dark lines.
-    cmap = colormaps["viridis" if d.directions[0] == "minimize" else "viridis_r"]
+    cmap = colormaps["viridis" if _sign(d.directions[0]) > 0 else "viridis_r"]
     # worst first, so the best lines are drawn on top
     ranked = sorted(zip(done, values, strict=True), key=lambda tv: -norm(tv[1]))
     lines = LineCollection(
