@@ -47,7 +47,7 @@ def test_run_status_best_export_list_delete(tmp_path: Path) -> None:
     st = run_hpo("status", "toy", "--storage", url, "--format", "json")
     doc = json.loads(st.stdout)
     assert doc["finished"] == 8 and doc["budget"] == 8
-    assert doc["counts"].get("COMPLETE", 0) + doc["counts"].get("PRUNED", 0) == 8
+    assert doc["counts"]["complete"] + doc["counts"]["pruned"] == 8
 
     best = run_hpo("best", "toy", "--storage", url)
     assert best.returncode == 0, best.stderr

@@ -78,6 +78,8 @@ def test_export_csv_matches_json(mlp_run: tuple[str, Path]) -> None:
     assert len(table) == 3
     for r, c in zip(rows, table, strict=True):
         assert int(c["number"]) == r["number"] and c["state"] == "COMPLETE"
+        assert int(c["logical_trial"]) == r["logical_trial"] == r["number"]
+        assert c["outcome"] == r["outcome"] == "complete"
         assert float(c["value"]) == pytest.approx(r["values"][0])
         assert float(c["params_lr"]) == pytest.approx(r["params"]["lr"])
         assert int(c["params_hidden_size"]) == r["params"]["hidden_size"]

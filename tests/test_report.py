@@ -99,7 +99,7 @@ def test_report_of_a_real_run(toy_run: tuple[str, list[dict[str, Any]]], tmp_pat
     assert page.by_id["intermediate"]["data-pruned"] == str(n_pruned)
     assert page.by_id["history"]["data-points"] == str(12 - n_pruned)
     text = " ".join(page.text)
-    assert "12 trials" in text and "recorded no per-epoch history" in text
+    assert "12 logical trials" in text and "recorded no per-epoch history" in text
     best = min((r for r in rows if r["state"] == "COMPLETE"), key=lambda r: r["values"][0])
     assert f"#{best['number']}:" in text
 
@@ -238,14 +238,14 @@ def test_watch_snapshot_counts_rate_and_eta(tmp_path: Path) -> None:
     trial.report(0.5, 0)
     trial.report(0.4, 3)
     snap = snapshot(study, now=now)
-    assert snap.done == 10 and snap.counts == {"COMPLETE": 10, "RUNNING": 1}
-    assert snap.best_values == (0.0,) and snap.best_number == 0  # minimize
+    assert snap.finished == 10 and (snap.complete, snap.running, snap.attempts) == (10, 1, 11)
+    assert snap.best is not None and snap.best.values == [0.0] and snap.best.number == 0
     assert snap.rate_per_min == pytest.approx(10.0, rel=0.05)
     assert snap.remaining == 10 and snap.eta_s == pytest.approx(60.0, rel=0.05)
-    assert [(r.number, r.epoch) for r in snap.running] == [(10, 3)]
-    assert not snap.finished
+    assert [(r.number, r.epoch) for r in snap.running_trials] == [(10, 3)]
+    assert snap.phase == "in progress" and not snap.over
     study.optuna.tell(trial, 0.1)
-    assert not snapshot(study).finished  # 11 of 20: nothing runs, but budget is left
+    assert not snapshot(study).over  # 11 of 20: nothing runs, but budget is left
 
 
 def test_watch_follows_a_live_run_until_it_finishes(tmp_path: Path) -> None:

@@ -14,16 +14,16 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from hpo.reporting import RunningTrial, Snapshot
-    from hpo.study import Status, Study
-    from hpo.worker import Progress, Summary
+    from hpo.reporting import Snapshot
+    from hpo.study import Retrained, RunningTrial, Status, Study, StudySummary
+    from hpo.worker import Summary
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
-def progress(name: str) -> Iterator[Callable[[Progress], None]]:
+def progress(name: str) -> Iterator[Callable[[StudySummary], None]]:
     """A live bar on a terminal; one line per change of the counts otherwise (logs, CI)."""
     if err.is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -41,57 +41,78 @@ def progress(name: str) -> Iterator[Callable[[Progress], None]]:
         task = bar.add_task(name, total=None, detail="starting")
         with bar:
 
-            def update(p: Progress) -> None:
-                bar.update(task, completed=p.finished, total=p.budget, detail=_detail(p))
+            def update(s: StudySummary) -> None:
+                bar.update(task, completed=s.finished, total=s.budget, detail=_detail(s))
 
             yield update
         return
 
     last: list[Any] = [None]
 
-    def log_line(p: Progress) -> None:
-        key = (p.finished, p.running, p.best)
+    def log_line(s: StudySummary) -> None:
+        key = (s.finished, tuple(s.counts.values()), _best_text(s))
         if key != last[0]:
             last[0] = key
-            total = p.budget if p.budget is not None else "?"
-            err.print(f"[{name}] {p.finished}/{total} {_detail(p)}", markup=False)
+            err.print(f"[{name}] {finished_text(s)} | {_detail(s)}", markup=False)
 
     yield log_line
 
 
-def _detail(p: Progress) -> str:
-    best = f"best {p.best:.6g} (#{p.best_number})" if p.best is not None else "best -"
-    return f"{best} | running {p.running} | pruned {p.pruned} | failed {p.failed}"
+def _detail(s: StudySummary) -> str:
+    return f"best {_best_text(s)} | {counts_text(s)}"
+
+
+def finished_text(s: StudySummary) -> str:
+    """``54/60 finished``: the finished logical trials against the budget."""
+    budget = "unlimited" if s.budget is None else str(s.budget)
+    return f"{s.finished}/{budget} finished"
+
+
+def counts_text(s: StudySummary) -> str:
+    """The outcomes of the attempts, in one order, for every view: zeros left out."""
+    words = [f"{k} {n}" for k, n in s.counts.items() if n]
+    if s.attempts != s.logical:
+        words.append(f"{s.logical} logical trials in {s.attempts} attempts")
+    return ", ".join(words) or "no trials"
+
+
+def _best_text(s: StudySummary) -> str:
+    if s.best is not None:
+        return f"{_fmt(s.best.values[0])} (trial #{s.best.number}, {s.metrics[0]})"
+    if s.best_trials:
+        return f"Pareto front of {len(s.best_trials)} trial(s)"
+    return "-"
 
 
 def print_summary(study: Study, summary: Summary) -> None:
-    from hpo.study import status
+    from hpo.study import study_summary
 
-    st = status(study)
+    s = study_summary(study, window_s=None)
     err.print(
         f"{study.name}: this worker ran {summary.ran} trial(s) "
         f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed, "
         f"{summary.retried} retried); {summary.stop_reason or 'done'}"
     )
-    _print_failures(study)
-    _print_best(st)
+    err.print(f"study {study.name}: {finished_text(s)} ({counts_text(s)})", markup=False)
+    _print_failures(s)
+    _print_best(s)
 
 
-def _print_failures(study: Study) -> None:
-    """The commonest reasons trials failed: a typo in `fixed` fails every trial the same way."""
+def _print_failures(s: StudySummary) -> None:
+    """The commonest reasons attempts failed, under their outcome (failed, retried,
+    preempted): a typo in `fixed` fails every trial the same way."""
     from collections import Counter
 
-    from optuna.trial import TrialState
-
     reasons = Counter(
-        str(t.user_attrs.get("fail_reason", "no reason recorded"))
-        for t in study.optuna.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        (s.outcomes[t.number], str(t.user_attrs.get("fail_reason", "no reason recorded")))
+        for t in s.trials
+        if s.outcomes[t.number] in ("failed", "retried", "preempted")
     )
-    for reason, n in reasons.most_common(3):
-        err.print(f"failed {n}x: {reason}", markup=False)
+    for (outcome, reason), n in reasons.most_common(3):
+        err.print(f"{outcome} {n}x: {reason}", markup=False)
 
 
-def _print_best(st: Status) -> None:
+def _print_best(st: StudySummary) -> None:
     if not st.best_trials:
         out.print("no completed trial")
         return
@@ -120,29 +141,53 @@ def _print_best(st: Status) -> None:
     out.print(table)
 
 
+def note(text: str) -> None:
+    err.print(f"hpo: note: {text}", markup=False)
+
+
+def print_retrained(done: Retrained, objective: str) -> None:
+    """What `hpo retrain` trained and saved, and plainly what it could not save."""
+    for text in done.notes:
+        note(text)
+    what = f"trial #{done.trial}" if done.trial is not None else "your configuration"
+    out.print(f"retrained {what} with seed {done.seed}: wrote {done.manifest}", markup=False)
+    if done.checkpoints:
+        out.print(f"model checkpoints beside it: {', '.join(done.checkpoints)}", markup=False)
+    elif done.plain:
+        out.print(
+            f"no model was saved: {objective} is a plain Optuna objective f(trial), whose model "
+            "hpo cannot see; the manifest has its params, values, seed and versions. To keep "
+            "the model, save it in the objective, or take f(trial, ctx) and save it under "
+            "ctx.checkpoint_dir.",
+            markup=False,
+        )
+    else:
+        out.print(
+            f"no model was saved: {objective} wrote no *.pt file to its checkpoint directory "
+            f"({done.manifest.parent})",
+            markup=False,
+        )
+
+
 def print_status(st: Status, fmt: str) -> None:
+    s = st.summary
     if fmt == "json":
         out.print_json(json.dumps(status_dict(st), default=str))
         return
-    budget = st.n_trials if st.n_trials is not None else "unlimited"
-    counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(st.counts.items())) or "no trials"
-    out.print(f"[bold]{st.name}[/]  {st.finished}/{budget} finished  ({counts})")
-    if st.stop:
-        out.print(f"stop requested: {st.stop}")
-    _print_best(st)
-    if st.running:
+    out.print(f"[bold]{s.name}[/]  {finished_text(s)}  ({counts_text(s)})", highlight=False)
+    out.print(f"study {s.phase}" + (f"; stop requested: {s.stop}" if s.stop else ""))
+    _print_best(s)
+    if s.running_trials:
         table = Table(title="running trials")
         for col in ("trial", "host", "gpu", "epoch", "started"):
             table.add_column(col)
-        for t in st.running:
-            epoch = max(t.intermediate_values) if t.intermediate_values else "-"
-            started = t.datetime_start.strftime("%H:%M:%S") if t.datetime_start else "-"
+        for r in s.running_trials:
             table.add_row(
-                str(t.number),
-                str(t.user_attrs.get("host", "-")),
-                str(t.user_attrs.get("gpu") or "cpu"),
-                str(epoch),
-                started,
+                str(r.number),
+                r.host or "-",
+                r.gpu or "cpu",
+                "-" if r.epoch is None else str(r.epoch),
+                r.started.strftime("%H:%M:%S") if r.started else "-",
             )
         out.print(table)
     if st.workers:
@@ -163,23 +208,15 @@ def print_status(st: Status, fmt: str) -> None:
 
 
 def status_dict(st: Status) -> dict[str, Any]:
+    s = st.summary
     return {
-        "study": st.name,
-        "budget": st.n_trials,
-        "finished": st.finished,
-        "counts": dict(st.counts),
-        "stop": st.stop,
+        **s.to_dict(),
         "best": [
-            {"trial": t.number, "values": t.values, "params": t.params} for t in st.best_trials
+            {"trial": t.number, "values": t.values, "params": t.params} for t in s.best_trials
         ],
         "running": [
-            {
-                "trial": t.number,
-                "host": t.user_attrs.get("host"),
-                "gpu": t.user_attrs.get("gpu"),
-                "epoch": max(t.intermediate_values) if t.intermediate_values else None,
-            }
-            for t in st.running
+            {"trial": r.number, "host": r.host, "gpu": r.gpu, "epoch": r.epoch}
+            for r in s.running_trials
         ],
         "workers": [dict(w) for w in st.workers],
     }
@@ -215,6 +252,8 @@ def export_text(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
     value_cols = ["value"] if n_values <= 1 else [f"value_{i}" for i in range(n_values)]
     header = [
         "number",
+        "logical_trial",
+        "outcome",
         "state",
         *value_cols,
         "datetime_start",
@@ -234,6 +273,8 @@ def export_text(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
         w.writerow(
             [
                 r["number"],
+                r["logical_trial"],
+                r["outcome"],
                 r["state"],
                 *values,
                 r["datetime_start"],
@@ -285,9 +326,9 @@ def watch_table(snap: Snapshot) -> Table:
     table.add_column("value")
     for key, value in _watch_rows(snap):
         table.add_row(key, value)
-    if snap.running:
+    if snap.running_trials:
         runs = Table("trial", "worker", "gpu", "epoch", "running for", box=None, pad_edge=False)
-        for r in snap.running:
+        for r in snap.running_trials:
             runs.add_row(*_running_cells(r))
         table.add_row("running", runs)
     return table
@@ -297,25 +338,21 @@ def watch_lines(snap: Snapshot) -> list[str]:
     """The same content as :func:`watch_table`, one line per row, for logs and pipes."""
     lines = [f"[{snap.at:%H:%M:%S}] {snap.name}"]
     lines += [f"  {key}: {value}" for key, value in _watch_rows(snap)]
-    for r in snap.running:
+    for r in snap.running_trials:
         number, worker, gpu, epoch, elapsed = _running_cells(r)
         lines.append(f"  running #{number} on {worker} ({gpu}): epoch {epoch}, {elapsed}")
     return lines
 
 
 def _watch_rows(snap: Snapshot) -> list[tuple[str, str]]:
-    budget = "unlimited" if snap.budget is None else str(snap.budget)
-    counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(snap.counts.items())) or "no trials"
-    if snap.best_values is not None:
-        best = f"{_fmt(snap.best_values[0])} (trial #{snap.best_number}, {snap.metrics[0]})"
-    elif snap.pareto_size:
-        best = f"Pareto front of {snap.pareto_size} trial(s)"
-    else:
-        best = "-"
     rate = "-" if snap.rate_per_min is None else f"{snap.rate_per_min:.2f} trials/min"
     rows = [
-        ("finished", f"{snap.done}/{budget}  ({counts})"),
-        ("best", best),
+        (
+            "finished",
+            f"{snap.finished}/{'unlimited' if snap.budget is None else snap.budget}"
+            f"  ({counts_text(snap)})",
+        ),
+        ("best", _best_text(snap)),
         ("rate", rate),
         ("time to finish", _eta(snap)),
     ]
@@ -331,8 +368,13 @@ def _running_cells(r: RunningTrial) -> tuple[str, str, str, str, str]:
 
 
 def _eta(snap: Snapshot) -> str:
-    if snap.finished:
+    if snap.phase == "finished":
         return "finished"
+    if snap.phase == "stopping":
+        return f"stopping (hpo stop): {snap.running} trial(s) still running"
+    if snap.phase == "stopped":
+        left = f", {snap.waiting} waiting" if snap.waiting else ""
+        return f"stopped by hpo stop ({snap.remaining} trial(s) left{left})"
     if snap.eta_s is None:
         return "-" if snap.budget is not None else "- (no trial budget)"
     return f"~{_seconds(snap.eta_s)} ({snap.remaining} trial(s) left)"

@@ -295,7 +295,8 @@ def worker(
 )
 @handle_errors
 def status(study: str, storage: str | None, fmt: str, watch: bool, interval: float) -> None:
-    """Show counts by state, the best trial, running trials and the worker fleet."""
+    """Show the study's counts (logical trials, attempts and their outcomes, as the README
+    defines them), the best trial, running trials and the worker fleet."""
     from hpo.cli import _console
     from hpo.study import load_study
     from hpo.study import status as study_status
@@ -420,25 +421,31 @@ def retrain(
     out: Path | None,
     device: str | None,
 ) -> None:
-    """Train the best (or a chosen) configuration to completion; save model and manifest."""
+    """Train the best (or a chosen) configuration to completion; save model and manifest.
+
+    A --params file from `hpo best` names its trial: when its params are that trial's, the
+    trial is reproduced with its own seed.
+    """
+    from hpo.cli import _console
     from hpo.study import load_study, retrain_trial
 
-    params = _read_params(params_file) if params_file is not None else None
-    if params is not None and number is not None:
+    if params_file is not None and number is not None:
         raise click.UsageError("give either --trial or --params")
-    manifest = retrain_trial(
-        load_study(study, _remember(storage)),
-        number=number,
-        params=params,
-        out_dir=out,
-        device=device,
+    params, named = None, None
+    if params_file is not None:  # a bad file is an error before anything is opened
+        params, named = _read_params(params_file, study)
+    loaded = load_study(study, _remember(storage))
+    done = retrain_trial(
+        loaded, number=number, params=params, named_trial=named, out_dir=out, device=device
     )
-    click.echo(f"wrote {manifest} and the model checkpoint(s) beside it")
+    _console.print_retrained(done, loaded.spec.objective)
 
 
-def _read_params(path: Path) -> dict[str, Any]:
+def _read_params(path: Path, study: str) -> tuple[dict[str, Any], int | None]:
+    """The file's ``params:``, and the trial it names when it is one of ``study``'s."""
     import yaml
 
+    from hpo.cli import _console
     from hpo.errors import UsageError
 
     try:
@@ -448,7 +455,16 @@ def _read_params(path: Path) -> dict[str, Any]:
     params = doc.get("params") if isinstance(doc, dict) else None
     if not isinstance(params, dict):
         raise UsageError(f"{path}: expected a mapping with a 'params:' mapping")
-    return params
+    trial = doc.get("trial")
+    if not isinstance(trial, int) or isinstance(trial, bool):
+        return params, None
+    if doc.get("study", study) != study:
+        _console.note(
+            f"{path} names trial #{trial} of study {doc['study']!r}, not of {study!r}: "
+            "its params train as a configuration of your own"
+        )
+        return params, None
+    return params, trial
 
 
 @main.command()

@@ -1,16 +1,12 @@
 """``hpo report``: one self-contained HTML page about a study, with its plots as PNG files.
 
-``write_report`` renders each plot with matplotlib into a PNG beside ``index.html`` and also
+``write_report`` renders each plot (``_plots``) into a PNG beside ``index.html`` and also
 embeds it in the page as a ``data:`` URI, so the page can be mailed or attached to a ticket
-on its own. Plots are drawn on bare ``Figure`` objects with the Agg canvas rather than
-through pyplot: no global backend state is touched, so the report is safe to call from a
-notebook or a server, and matplotlib is imported only when a report is written.
-
-A plot that does not apply (no intermediate values, a plain objective without a training
-history, a single parameter) becomes a one-line note instead of an error. Counts that a
-reader or a test may want to check are in ``data-*`` attributes (``data-trials`` on the
-summary, ``data-bars`` on the timeline, ...). Every string that comes from the user (study
-name, parameter names and values, user attributes) is HTML-escaped.
+on its own. Its counts are the study summary's (:func:`hpo.study.study_summary`), the same
+words and numbers as ``hpo status``. Counts that a reader or a test may want to check are
+in ``data-*`` attributes (``data-complete`` ... on the summary, ``data-bars`` on the
+timeline, ...). Every string that comes from the user (study name, parameter names and
+values, user attributes) is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -18,34 +14,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import io
-import math
 import os
-import warnings
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError
+from hpo.reporting._plots import ReportData, Section, sections
 
 if TYPE_CHECKING:
-    import optuna
-    from matplotlib.figure import Figure
-
     from hpo.study import Study
 
 REPORT_FILE = "index.html"
-#: Colours by trial state, shared by every plot so that "orange" means pruned everywhere.
-STATE_COLORS = {
-    "COMPLETE": "#1f77b4",
-    "PRUNED": "#ff7f0e",
-    "FAIL": "#d62728",
-    "RUNNING": "#2ca02c",
-    "WAITING": "#7f7f7f",
-}
-_LOSS_KEYS = ("train_loss", "val_loss")
 _TOP_TRIALS = 10  # rows of the "best trials" table; the CSV export has them all
 
 
@@ -53,57 +33,18 @@ class ReportError(HpoError):
     """The report cannot be written (the output directory is not writable, ...)."""
 
 
-@dataclass(frozen=True)
-class Section:
-    """One plot of the report: its PNG, or a note saying why it was left out."""
-
-    key: str  # HTML id and PNG file stem
-    title: str
-    png: bytes | None = None
-    note: str = ""
-    data: Mapping[str, int] = field(default_factory=dict)  # data-* attributes
-
-
-@dataclass(frozen=True)
-class _Data:
-    """What every plot reads: the trials are fetched once per report."""
-
-    study: Study
-    trials: Sequence[optuna.trial.FrozenTrial]
-    now: dt.datetime
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return self.study.spec.metrics
-
-    @property
-    def directions(self) -> tuple[str, ...]:
-        return self.study.spec.directions
-
-    @property
-    def complete(self) -> list[optuna.trial.FrozenTrial]:
-        return [t for t in self.trials if t.state.name == "COMPLETE"]
-
-    def best(self) -> optuna.trial.FrozenTrial | None:
-        """The best trial; with several objectives, the Pareto trial best on the first one."""
-        done = self.complete
-        if not done:
-            return None
-        sign = 1 if self.directions[0] == "minimize" else -1
-        if len(self.directions) == 1:
-            return min(done, key=lambda t: sign * t.values[0])
-        return min(self.study.optuna.best_trials, key=lambda t: sign * t.values[0])
-
-
 def write_report(study: Study, out_dir: str | Path) -> Path:
     """Write ``out_dir/index.html`` and one PNG per plot beside it; return the page's path."""
+    from hpo.study import study_summary
+
     out = Path(out_dir)
-    data = _Data(study, study.optuna.get_trials(deepcopy=False), dt.datetime.now())
-    sections = [make(data) for make in _SECTIONS]
-    page = _page(data, sections)
+    now = dt.datetime.now()
+    data = ReportData(study, study_summary(study, now=now, window_s=None), now)
+    parts = sections(data)
+    page = _page(data, parts)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for s in sections:
+        for s in parts:
             png = out / f"{s.key}.png"
             if s.png is not None:
                 png.write_bytes(s.png)
@@ -119,322 +60,6 @@ def write_report(study: Study, out_dir: str | Path) -> Path:
     return path
 
 
-# -- plots ------------------------------------------------------------------------------
-
-
-def _history(d: _Data) -> Section:
-    if len(d.directions) > 1:
-        return _pareto(d)
-    title = "Optimization history"
-    done = sorted(d.complete, key=lambda t: t.number)
-    if not done:
-        return Section("history", title, note="No completed trial yet.")
-    sign = 1 if d.directions[0] == "minimize" else -1
-    xs = [t.number for t in done]
-    ys = [t.values[0] for t in done]
-    best, best_so_far = math.inf, []
-    for y in ys:
-        best = min(best, sign * y)
-        best_so_far.append(sign * best)
-    from matplotlib.ticker import MaxNLocator
-
-    fig = _figure(8, 4)
-    ax = fig.add_subplot()
-    ax.scatter(xs, ys, s=18, color=STATE_COLORS["COMPLETE"], label="complete trial")
-    ax.step(xs, best_so_far, where="post", color="#d62728", label="best so far")
-    ax.set_xlabel("trial")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(_label(f"{d.metrics[0]} ({d.directions[0]})"))
-    ax.legend(loc="best")
-    ax.grid(alpha=0.3)
-    return Section("history", title, _png(fig), data={"points": len(done)})
-
-
-def _pareto(d: _Data) -> Section:
-    title = "Pareto front"
-    done = d.complete
-    if not done:
-        return Section("history", title, note="No completed trial yet.")
-    front = {t.number for t in d.study.optuna.best_trials}
-    fig = _figure(7, 5)
-    ax = fig.add_subplot()
-    for on_front, color, label in ((False, "#9ecae1", "trial"), (True, "#d62728", "Pareto front")):
-        pts = [t.values for t in done if (t.number in front) == on_front]
-        if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=22, color=color, label=label)
-    ax.set_xlabel(_label(f"{d.metrics[0]} ({d.directions[0]})"))
-    ax.set_ylabel(_label(f"{d.metrics[1]} ({d.directions[1]})"))
-    ax.legend(loc="best")
-    ax.grid(alpha=0.3)
-    note = ""
-    if len(d.metrics) > 2:
-        note = f"The first two of {len(d.metrics)} objectives; the front is over all of them."
-    return Section("history", title, _png(fig), note, {"points": len(done), "front": len(front)})
-
-
-def _importances(d: _Data) -> Section:
-    import optuna
-
-    title = "Parameter importances"
-    done = d.complete
-    if len(done) < 2:
-        return Section("importances", title, note="Needs at least 2 completed trials.")
-    # Importance is defined over the parameters every completed trial has and that vary.
-    names = set.intersection(*(set(t.params) for t in done))
-    names = {n for n in names if not done[0].distributions[n].single()}
-    if len(names) < 2:
-        return Section("importances", title, note="Needs at least 2 varying parameters.")
-    results: list[dict[str, float]] = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "experimental" and degenerate-data warnings
-            for i in range(len(d.metrics)):
-                results.append(
-                    optuna.importance.get_param_importances(
-                        d.study.optuna, params=sorted(names), target=_value_of(i)
-                    )
-                )
-    except (ValueError, RuntimeError, ZeroDivisionError, FloatingPointError) as e:
-        return Section("importances", title, note=f"Could not compute: {_one_line(e)}")
-    fig = _figure(8, 1 + 0.4 * len(names) * len(results))
-    axes = fig.subplots(len(results), 1, squeeze=False)[:, 0]
-    for ax, metric, imp in zip(axes, d.metrics, results, strict=True):
-        order = sorted(imp, key=lambda k: imp[k])
-        ax.barh([_label(k) for k in order], [imp[k] for k in order], color="#1f77b4")
-        ax.set_xlabel(_label(f"importance for {metric}"))
-        ax.set_xlim(0, 1)
-        ax.grid(axis="x", alpha=0.3)
-    return Section("importances", title, _png(fig), data={"params": len(names)})
-
-
-def _parallel(d: _Data) -> Section:
-    title = "Parallel coordinates"
-    done = d.complete
-    names = _param_order(d, done)
-    if not done or not names:
-        return Section("parallel", title, note="Needs a completed trial with parameters.")
-    from matplotlib import colormaps
-    from matplotlib.collections import LineCollection
-    from matplotlib.colors import Normalize
-
-    # Axis 0 is the objective, then one axis per parameter, each scaled to [0, 1]; one
-    # LineCollection draws every trial in one call, however many there are.
-    values = [t.values[0] for t in done]
-    lo, hi = min(values), max(values)
-    norm = Normalize(lo, hi if hi > lo else lo + 1)
-    # Darker is better whatever the direction, so the eye follows the dark lines.
-    cmap = colormaps["viridis" if d.directions[0] == "minimize" else "viridis_r"]
-    # worst first, so the best lines are drawn on top
-    ranked = sorted(zip(done, values, strict=True), key=lambda tv: -norm(tv[1]))
-    lines = LineCollection(
-        [list(enumerate([float(norm(v)), *(_scaled(t, n) for n in names)])) for t, v in ranked],
-        array=[v for _, v in ranked],
-        cmap=cmap,
-        norm=norm,
-        alpha=0.7,
-        linewidths=1,
-    )
-    fig = _figure(max(6, 1.6 * (len(names) + 1)), 4.5)
-    ax = fig.add_subplot()
-    ax.add_collection(lines)
-    labels = [d.metrics[0], *names]
-    ax.set_xticks(range(len(labels)), [_label(n) for n in labels], rotation=20)
-    ax.set_yticks([])
-    for x, lohi in enumerate([(lo, hi), *(_range_text(done, n) for n in names)]):
-        ax.axvline(x, color="black", linewidth=0.8)
-        ax.annotate(
-            _label(_fmt(lohi[0])),
-            (x, 0),
-            xytext=(3, -2),
-            textcoords="offset points",
-            fontsize=7,
-            va="top",
-        )
-        ax.annotate(
-            _label(_fmt(lohi[1])),
-            (x, 1),
-            xytext=(3, 2),
-            textcoords="offset points",
-            fontsize=7,
-            va="bottom",
-        )
-    ax.set_ylim(-0.08, 1.08)
-    ax.set_xlim(-0.1, len(labels) - 0.6)  # room for the last axis' range labels
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    fig.colorbar(lines, ax=ax, label=_label(d.metrics[0]))
-    return Section("parallel", title, _png(fig), data={"lines": len(done)})
-
-
-def _intermediate(d: _Data) -> Section:
-    title = "Intermediate values (learning curves)"
-    curves = [t for t in d.trials if t.intermediate_values]
-    if not curves:
-        return Section("intermediate", title, note="No trial reported intermediate values.")
-    from matplotlib.collections import LineCollection
-    from matplotlib.ticker import MaxNLocator
-
-    fig = _figure(8, 4.5)
-    ax = fig.add_subplot()
-    # One collection per state; pruned trials go last and get an x where they were cut.
-    for state in ("COMPLETE", "FAIL", "RUNNING", "PRUNED"):
-        mine = [t for t in curves if t.state.name == state]
-        if not mine:
-            continue
-        color = STATE_COLORS[state]
-        segments = [sorted(t.intermediate_values.items()) for t in mine]
-        ax.add_collection(LineCollection(segments, colors=color, alpha=0.6, linewidths=1))
-        if state == "PRUNED":
-            ends = [seg[-1] for seg in segments]
-            ax.scatter([e[0] for e in ends], [e[1] for e in ends], marker="x", color=color)
-    ax.autoscale_view()
-    by_state = Counter(t.state.name for t in curves)
-    ax.legend(handles=_legend(by_state), loc="best")
-    ax.set_xlabel("step (epoch)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(_label(d.metrics[0]))
-    ax.grid(alpha=0.3)
-    data = {"curves": len(curves), "pruned": by_state.get("PRUNED", 0)}
-    return Section("intermediate", title, _png(fig), data=data)
-
-
-def _timeline(d: _Data) -> Section:
-    title = "Timeline by worker slot"
-    started = [t for t in d.trials if t.datetime_start is not None]
-    if not started:
-        return Section("timeline", title, note="No trial has started yet.")
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
-
-    rows = sorted({_slot(t) for t in started})
-    t0 = min(t.datetime_start for t in started)  # type: ignore[type-var]
-    t1 = max(_end(t, d.now) for t in started)
-    span = max((t1 - t0).total_seconds(), 1e-9)
-    busy = Counter[str]()
-    bars: dict[tuple[int, str], list[tuple[float, float]]] = {}
-    for t in started:
-        start, end = t.datetime_start, _end(t, d.now)
-        assert start is not None
-        busy[_slot(t)] += (end - start).total_seconds()
-        key = (rows.index(_slot(t)), t.state.name)
-        bars.setdefault(key, []).append((date2num(start), date2num(end) - date2num(start)))
-    fig = _figure(9, 1.2 + 0.35 * min(len(rows), 80))
-    ax = fig.add_subplot()
-    for (row, state), spans in bars.items():
-        color = STATE_COLORS.get(state, "#7f7f7f")
-        # one call per slot and state; the edge keeps sub-pixel trials visible as a hairline
-        ax.broken_barh(spans, (row - 0.35, 0.7), facecolors=color, edgecolors=color, linewidth=0.5)
-    ax.set_ylim(-0.6, len(rows) - 0.4)
-    ax.set_yticks(
-        range(len(rows)), [_label(f"{r}  ({100 * busy[r] / span:.0f}% busy)") for r in rows]
-    )
-    ax.invert_yaxis()
-    locator = AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    # outside the axes: inside it would hide the bars of the first slots
-    ax.legend(
-        handles=_legend(Counter(t.state.name for t in started)),
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        fontsize=8,
-    )
-    ax.grid(axis="x", alpha=0.3)
-    return Section("timeline", title, _png(fig), data={"bars": len(started), "rows": len(rows)})
-
-
-def _best_curves(d: _Data) -> Section:
-    title = "Best trial: training curves"
-    best = d.best()
-    if best is None:
-        return Section("best_curves", title, note="No completed trial yet.")
-    history = best.user_attrs.get("history")
-    if (
-        not isinstance(history, list)
-        or not history
-        or not all(isinstance(r, dict) for r in history)
-    ):
-        note = f"Trial #{best.number} recorded no per-epoch history (a plain objective)."
-        return Section("best_curves", title, note=note)
-    epochs = [r.get("epoch", i) for i, r in enumerate(history)]
-    keys = {k for r in history for k in r}
-    losses = [k for k in _LOSS_KEYS if k in keys]
-    metrics = [m for m in d.metrics if m in keys and m not in losses]
-    metrics = metrics or [k for k in ("val_accuracy", "val_f1") if k in keys]
-    from matplotlib.ticker import MaxNLocator
-
-    fig = _figure(10, 4)
-    ax_loss, ax_metric = fig.subplots(1, 2)
-    for ax, names in ((ax_loss, losses), (ax_metric, metrics)):
-        for name in names:
-            ax.plot(
-                epochs,
-                [_num(r.get(name)) for r in history],
-                marker="o",
-                markersize=3,
-                label=_label(name),
-            )
-        if isinstance(best.user_attrs.get("best_epoch"), int):
-            ax.axvline(
-                best.user_attrs["best_epoch"], color="grey", linestyle="--", label="best epoch"
-            )
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if names:
-            ax.legend(loc="best")
-    ax_loss.set_title("loss")
-    ax_metric.set_title(_label(", ".join(metrics) or "no metric recorded"))
-    fig.suptitle(f"trial #{best.number}")
-    return Section("best_curves", title, _png(fig), data={"epochs": len(history)})
-
-
-def _confusion(d: _Data) -> Section:
-    title = "Best trial: confusion matrix"
-    best = d.best()
-    if best is None:
-        return Section("confusion", title, note="No completed trial yet.")
-    cm = best.user_attrs.get("confusion_matrix")
-    if not _is_square_matrix(cm):
-        note = f"Trial #{best.number} recorded no confusion matrix (a plain objective)."
-        return Section("confusion", title, note=note)
-    n = len(cm)
-    side = 3 + 0.4 * min(n, 40)
-    fig = _figure(side + 1, side)
-    ax = fig.add_subplot()
-    image = ax.imshow(cm, cmap="Blues")
-    if n <= 20:  # beyond that the numbers no longer fit in their cells
-        peak = max(max(row) for row in cm) or 1
-        for i, row in enumerate(cm):
-            for j, v in enumerate(row):
-                ax.text(
-                    j,
-                    i,
-                    _fmt(v),
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if v > peak / 2 else "black",
-                )
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(f"trial #{best.number} (validation)")
-    fig.colorbar(image, ax=ax)
-    return Section("confusion", title, _png(fig), data={"classes": n})
-
-
-_SECTIONS: tuple[Callable[[_Data], Section], ...] = (
-    _history,
-    _importances,
-    _parallel,
-    _intermediate,
-    _timeline,
-    _best_curves,
-    _confusion,
-)
-
-
-# -- the page ---------------------------------------------------------------------------
-
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.5em 0 1.5em}
@@ -447,14 +72,14 @@ code{font-size:90%}
 """
 
 
-def _page(d: _Data, sections: Sequence[Section]) -> str:
+def _page(d: ReportData, sections: Sequence[Section]) -> str:
     e = _esc
     name = d.study.name
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>hpo report: {e(name)}</title><style>{_CSS}</style></head>",
-        f'<body data-trials="{len(d.trials)}">',
+        f'<body data-trials="{d.summary.logical}" data-attempts="{d.summary.attempts}">',
         f"<h1>Study <code>{e(name)}</code></h1>",
         f"<p>Generated {e(d.now.isoformat(timespec='seconds'))} from "
         f"<code>{e(d.study.masked_url)}</code>.</p>",
@@ -475,56 +100,68 @@ def _page(d: _Data, sections: Sequence[Section]) -> str:
     return "\n".join(parts)
 
 
-def _summary(d: _Data) -> str:
+def _summary(d: ReportData) -> str:
     e = _esc
-    spec = d.study.spec
-    counts = Counter(t.state.name for t in d.trials)
-    n_trials, _, stop = d.study.budget.state()
-    starts = [t.datetime_start for t in d.trials if t.datetime_start]
-    ends = [t.datetime_complete for t in d.trials if t.datetime_complete]
-    busy = sum((t.duration.total_seconds() for t in d.trials if t.duration), 0.0)
-    workers = {t.user_attrs["worker"] for t in d.trials if "worker" in t.user_attrs}
+    spec, s = d.study.spec, d.summary
     objectives = ", ".join(f"{m} ({dr})" for m, dr in zip(d.metrics, d.directions, strict=True))
+    budget = f"{s.budget} logical trials" if s.budget is not None else "unlimited"
     rows: list[tuple[str, str]] = [
         ("objective", f"<code>{e(spec.objective)}</code>"),
         ("metrics", e(objectives)),
         ("sampler / pruner", e(f"{spec.sampler.type} / {spec.pruner.type}")),
-        ("budget", e(f"{n_trials} trials" if n_trials is not None else "unlimited")),
-        ("trials", e(f"{len(d.trials)} trials")),
+        ("budget", e(budget)),
+        ("study", e(s.phase)),
+        ("finished", e(f"{s.finished} logical trials")),
+        ("logical trials", str(s.logical)),
+        ("attempts", str(s.attempts)),
     ]
-    rows += [(f"&nbsp;&nbsp;{e(s.lower())}", str(c)) for s, c in sorted(counts.items())]
-    if stop:
-        rows.append(("stop requested", e(stop)))
+    rows += [(f"&nbsp;&nbsp;{e(o)}", str(n)) for o, n in s.counts.items()]
+    if s.stop:
+        rows.append(("stop requested", e(s.stop)))
+    rows += _best_rows(d) + _time_rows(d)
+    counts = {"trials": s.logical, "logical": s.logical, "attempts": s.attempts}
+    counts.update(finished=s.finished, **s.counts)
+    attrs = " ".join(f'data-{k}="{n}"' for k, n in counts.items())
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<h2>Summary</h2><table id="summary" {attrs}>{body}</table>'
+
+
+def _best_rows(d: ReportData) -> list[tuple[str, str]]:
+    e = _esc
     best = d.best()
-    if best is not None:
-        label = "best trial" if len(d.metrics) == 1 else f"Pareto trial best on {d.metrics[0]}"
-        values = ", ".join(f"{m} = {_fmt(v)}" for m, v in zip(d.metrics, best.values, strict=True))
-        rows.append((e(label), e(f"#{best.number}: {values}")))
-        rows.append(("best params", _params_html(best.params)))
-        if len(d.metrics) > 1:
-            rows.append(("Pareto front", e(f"{len(d.study.optuna.best_trials)} trials")))
+    if best is None:
+        return []
+    label = "best trial" if len(d.metrics) == 1 else f"Pareto trial best on {d.metrics[0]}"
+    values = ", ".join(f"{m} = {_fmt(v)}" for m, v in zip(d.metrics, best.values, strict=True))
+    rows = [(e(label), e(f"#{best.number}: {values}")), ("best params", _params_html(best.params))]
+    if len(d.metrics) > 1:
+        rows.append(("Pareto front", e(f"{len(d.summary.best_trials)} trials")))
+    return rows
+
+
+def _time_rows(d: ReportData) -> list[tuple[str, str]]:
+    e = _esc
+    starts = [t.datetime_start for t in d.trials if t.datetime_start]
+    ends = [t.datetime_complete for t in d.trials if t.datetime_complete]
+    busy = sum((t.duration.total_seconds() for t in d.trials if t.duration), 0.0)
+    workers = {t.user_attrs["worker"] for t in d.trials if "worker" in t.user_attrs}
+    rows = []
     if starts:
-        running = counts.get("RUNNING", 0) > 0
-        last = d.now if running or not ends else max(ends)
+        last = d.now if d.summary.running or not ends else max(ends)
         span = (last - min(starts)).total_seconds()
         rows.append(("first start", e(min(starts).isoformat(timespec="seconds"))))
         rows.append(("wall time", e(_duration(span))))
         rows.append(("trial time (sum)", e(_duration(busy))))
     rows.append(("worker slots", str(len(workers))))
-    attrs = " ".join(f'data-{s.lower()}="{c}"' for s, c in sorted(counts.items()))
-    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return (
-        f'<h2>Summary</h2><table id="summary" data-trials="{len(d.trials)}" {attrs}>{body}</table>'
-    )
+    return rows
 
 
-def _top_trials(d: _Data) -> str:
+def _top_trials(d: ReportData) -> str:
     e = _esc
     done = d.complete
     if not done:
         return ""
-    sign = 1 if d.directions[0] == "minimize" else -1
-    top = sorted(done, key=lambda t: sign * t.values[0])[:_TOP_TRIALS]
+    top = sorted(done, key=d.summary.key)[:_TOP_TRIALS]
     head = "".join(f"<th>{e(m)}</th>" for m in d.metrics)
     rows = []
     for t in top:
@@ -547,89 +184,8 @@ def _top_trials(d: _Data) -> str:
 # -- helpers ----------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, min(height, 30)), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _legend(by_state: Mapping[str, int]) -> list[Any]:
-    from matplotlib.patches import Patch
-
-    return [
-        Patch(color=STATE_COLORS.get(s, "#7f7f7f"), label=f"{s.lower()} ({n})")
-        for s, n in sorted(by_state.items())
-    ]
-
-
-def _value_of(i: int) -> Callable[[optuna.trial.FrozenTrial], float]:
-    return lambda t: t.values[i]
-
-
-def _param_order(d: _Data, trials: Sequence[optuna.trial.FrozenTrial]) -> list[str]:
-    """The spec's order first, then parameters sampled on demand (define-by-run)."""
-    seen = {n for t in trials for n in t.params}
-    ordered = [n for n in d.study.spec.search_space if n in seen]
-    return ordered + sorted(seen - set(ordered))
-
-
-def _scaled(t: optuna.trial.FrozenTrial, name: str) -> float:
-    """The trial's value of ``name`` on [0, 1] of its distribution (NaN breaks the line)."""
-    from optuna.distributions import CategoricalDistribution
-
-    if name not in t.params:
-        return math.nan
-    dist = t.distributions[name]
-    if isinstance(dist, CategoricalDistribution):
-        n = len(dist.choices)
-        return dist.to_internal_repr(t.params[name]) / (n - 1) if n > 1 else 0.5
-    low, high, v = float(dist.low), float(dist.high), float(t.params[name])  # type: ignore[attr-defined]
-    if getattr(dist, "log", False):
-        low, high, v = math.log(low), math.log(high), math.log(v)
-    return (v - low) / (high - low) if high > low else 0.5
-
-
-def _range_text(trials: Sequence[optuna.trial.FrozenTrial], name: str) -> tuple[Any, Any]:
-    from optuna.distributions import CategoricalDistribution
-
-    dist = next(t.distributions[name] for t in trials if name in t.params)
-    if isinstance(dist, CategoricalDistribution):
-        return dist.choices[0], dist.choices[-1]
-    return dist.low, dist.high  # type: ignore[attr-defined]
-
-
-def _slot(t: optuna.trial.FrozenTrial) -> str:
-    return str(t.user_attrs.get("worker") or "unknown worker")
-
-
-def _end(t: optuna.trial.FrozenTrial, now: dt.datetime) -> dt.datetime:
-    return t.datetime_complete or now  # a running trial's bar reaches the present
-
-
-def _is_square_matrix(cm: Any) -> bool:
-    return (
-        isinstance(cm, list)
-        and len(cm) > 0
-        and all(isinstance(r, list) and len(r) == len(cm) for r in cm)
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for r in cm for v in r)
-    )
-
-
 def _params_html(params: Mapping[str, Any]) -> str:
     return "<br>".join(f"<code>{_esc(k)}</code> = {_esc(_fmt(v))}" for k, v in params.items())
-
-
-def _num(v: Any) -> float:
-    return float(v) if isinstance(v, int | float) else math.nan
 
 
 def _fmt(v: Any) -> str:
@@ -646,14 +202,5 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _label(text: str) -> str:
-    """Text for a matplotlib label: a '$' in a user's name must not start mathtext."""
-    return text.replace("$", r"\$")
-
-
 def _esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(f"{type(e).__name__}: {e}".split())[:300]

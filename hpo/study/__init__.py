@@ -2,6 +2,7 @@
 
 from hpo.study._study import (
     SPEC_ATTR,
+    Retrained,
     Status,
     Study,
     best_params,
@@ -14,18 +15,37 @@ from hpo.study._study import (
     status,
     trial_rows,
 )
+from hpo.study._summary import (
+    OUTCOMES,
+    RATE_WINDOW_S,
+    RunningTrial,
+    StudySummary,
+    outcome,
+    sign,
+    study_summary,
+    summarize,
+)
 
 __all__ = [
+    "OUTCOMES",
+    "RATE_WINDOW_S",
     "SPEC_ATTR",
+    "Retrained",
+    "RunningTrial",
     "Status",
     "Study",
+    "StudySummary",
     "best_params",
     "create_study",
     "delete_study",
     "list_studies",
     "load_study",
+    "outcome",
     "request_stop",
     "retrain_trial",
+    "sign",
     "status",
+    "study_summary",
+    "summarize",
     "trial_rows",
 ]

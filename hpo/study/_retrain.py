@@ -25,7 +25,8 @@ from hpo.context import TrialContext
 
 __all__ = ["Objective", "retrain"]
 
-Objective = Callable[[optuna.trial.BaseTrial, TrialContext], float | Sequence[float]]
+#: ``f(trial, ctx)`` (hpo's) or ``f(trial)`` (a plain Optuna objective).
+Objective = Callable[..., float | Sequence[float]]
 
 _RESERVED_KEYS = frozenset(
     {
@@ -80,6 +81,30 @@ def _versions() -> dict[str, str | None]:
     }
 
 
+def _manifest(
+    trial: optuna.trial.FixedTrial, ctx: TrialContext, values: list[float], out_dir: Path
+) -> dict[str, Any]:
+    attrs = dict(trial.user_attrs)
+    return {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "params": dict(ctx.params),
+        "metrics": list(ctx.metrics),
+        "directions": list(ctx.directions),
+        "values": values,
+        "seed": ctx.seed,
+        "best_epoch": attrs.pop("best_epoch", None),
+        "epochs_run": attrs.pop("epochs_run", None),
+        "stop_reason": attrs.pop("stop_reason", None),
+        "history": attrs.pop("history", []),
+        "user_attrs": attrs,
+        # what the objective saved in its checkpoint directory; a plain objective saves none
+        "checkpoints": sorted(p.name for p in out_dir.glob("*.pt")),
+        "versions": _versions(),
+        "hardware": _hardware(attrs.get("device")),
+        "command": sys.argv,
+    }
+
+
 def retrain(
     objective: Objective,
     params: Mapping[str, Any],
@@ -118,26 +143,8 @@ def retrain(
     trial = optuna.trial.FixedTrial(dict(params))
     returned = objective(trial, ctx) if objective_arity(objective) == 2 else objective(trial)
     values = [float(returned)] if isinstance(returned, int | float) else list(map(float, returned))
-
-    attrs = dict(trial.user_attrs)
-    manifest: dict[str, Any] = {
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "params": dict(params),
-        "metrics": list(metrics),
-        "directions": list(directions),
-        "values": values,
-        "seed": seed,
-        "best_epoch": attrs.pop("best_epoch", None),
-        "epochs_run": attrs.pop("epochs_run", None),
-        "stop_reason": attrs.pop("stop_reason", None),
-        "history": attrs.pop("history", []),
-        "user_attrs": attrs,
-        "checkpoints": sorted(p.name for p in out_dir.glob("*.pt")),
-        "versions": _versions(),
-        "hardware": _hardware(attrs.get("device")),
-        "command": sys.argv,
-        **manifest_extra,
-    }
+    manifest = _manifest(trial, ctx, values, out_dir)
+    manifest.update(manifest_extra)
     path = out_dir / "manifest.json"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")

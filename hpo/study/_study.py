@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +21,13 @@ from hpo.storage import (
     mask,
     open_storage,
     resolve_url,
-    state_counts,
 )
+from hpo.study._summary import StudySummary, study_summary
 
 if TYPE_CHECKING:
     import optuna
 
 SPEC_ATTR = "spec"  # study user attribute: shown by optuna-dashboard, read back by workers
-FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
 
 @dataclass
@@ -89,6 +89,11 @@ def create_study(spec: StudySpec, storage: str | None = None, *, force: bool = F
             load_if_exists=True,
         )
     ostudy.set_user_attr(SPEC_ATTR, spec.to_dict())
+    # Named axes in optuna-dashboard and Optuna's plots; also set on resume, for studies
+    # created before hpo set them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ostudy.set_metric_names(list(spec.metrics))
     study = _study(spec, url, rdb, ostudy)
     study.budget.ensure(spec.n_trials)
     return study
@@ -155,57 +160,26 @@ def request_stop(name: str, storage: str | None = None, *, now: bool = False) ->
 
 @dataclass(frozen=True)
 class Status:
-    name: str
-    metrics: tuple[str, ...]
-    directions: tuple[str, ...]
-    n_trials: int | None
-    counts: Mapping[str, int]
-    best: optuna.trial.FrozenTrial | None
-    best_trials: tuple[optuna.trial.FrozenTrial, ...]
-    running: tuple[optuna.trial.FrozenTrial, ...]
-    workers: tuple[Mapping[str, Any], ...]
-    stop: str | None
+    """What `hpo status` shows: the study summary and the worker fleet."""
 
-    @property
-    def finished(self) -> int:
-        return sum(self.counts.get(s, 0) for s in FINISHED)
+    summary: StudySummary
+    workers: tuple[Mapping[str, Any], ...]
 
 
 def status(study: Study) -> Status:
-    from optuna.trial import TrialState
-
-    trials = study.optuna.get_trials(deepcopy=False)
-    counts = state_counts(trials)
-    n_trials, _, stop = study.budget.state()
-    best_trials: tuple[optuna.trial.FrozenTrial, ...] = ()
-    best = None
-    if counts.get("COMPLETE"):
-        if len(study.spec.directions) == 1:
-            best = study.optuna.best_trial
-            best_trials = (best,)
-        else:
-            best_trials = tuple(study.optuna.best_trials)
     return Status(
-        name=study.name,
-        metrics=study.spec.metrics,
-        directions=study.spec.directions,
-        n_trials=n_trials,
-        counts=dict(counts),
-        best=best,
-        best_trials=best_trials,
-        running=tuple(t for t in trials if t.state == TrialState.RUNNING),
+        summary=study_summary(study, window_s=None),
         workers=tuple(fleet(study.budget.engine, study.budget.study_id)),
-        stop=stop,
     )
 
 
 def best_params(study: Study) -> dict[str, Any]:
     """The best trial as a document that can be fed back as ``fixed:`` or to retrain."""
-    st = status(study)
-    if not st.best_trials:
+    s = study_summary(study, window_s=None)
+    if not s.best_trials:
         raise UsageError(f"study {study.name!r} has no completed trial yet")
-    if st.best is not None:
-        t = st.best
+    if s.best is not None:
+        t = s.best
         return {
             "study": study.name,
             "trial": t.number,
@@ -221,7 +195,7 @@ def best_params(study: Study) -> dict[str, Any]:
                 "values": dict(zip(study.spec.metrics, t.values, strict=True)),
                 "params": dict(t.params),
             }
-            for t in st.best_trials
+            for t in s.best_trials
         ],
         "fixed": dict(study.spec.fixed),
     }
@@ -229,10 +203,13 @@ def best_params(study: Study) -> dict[str, Any]:
 
 def trial_rows(study: Study) -> Iterator[dict[str, Any]]:
     """One flat, JSON-ready row per trial: the export format."""
-    for t in study.optuna.get_trials(deepcopy=False):
+    s = study_summary(study, window_s=None)
+    for t in s.trials:
         duration = t.duration.total_seconds() if t.duration is not None else None
         row: dict[str, Any] = {
             "number": t.number,
+            "logical_trial": logical_trial_number(t),
+            "outcome": s.outcomes[t.number],  # the word status and the report count it under
             "state": t.state.name,
             "values": t.values,
             "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
@@ -247,54 +224,113 @@ def trial_rows(study: Study) -> Iterator[dict[str, Any]]:
         yield json.loads(json.dumps(row, default=str, allow_nan=True))
 
 
+@dataclass(frozen=True)
+class Retrained:
+    """What :func:`retrain_trial` did, for the caller to tell the user."""
+
+    manifest: Path
+    trial: int | None  # the trial reproduced; None for a configuration of your own
+    seed: int
+    checkpoints: tuple[str, ...]  # model files beside the manifest
+    plain: bool  # a plain Optuna objective f(trial): hpo cannot see or save its model
+    notes: tuple[str, ...]  # what differs from what was asked, in one line each
+
+
 def retrain_trial(
     study: Study,
     *,
     number: int | None = None,
     params: Mapping[str, Any] | None = None,
+    named_trial: int | None = None,
     out_dir: str | Path | None = None,
     device: str | None = None,
-) -> Path:
-    """Train one configuration of the study to completion; returns its manifest's path.
+) -> Retrained:
+    """Train one configuration of the study to completion, with the model and a manifest.
 
     By default the best trial's; ``number`` picks another trial, ``params`` (as written by
-    ``hpo best``) a configuration of your own. The model checkpoints and ``manifest.json``
-    go to ``out_dir`` (default ``runs/<study>/trial-<n>``).
+    ``hpo best``) a configuration of your own. When ``params`` come from a trial
+    (``named_trial``, the ``trial:`` key of ``hpo best``'s file) and equal its params, that
+    trial is reproduced with its own seed; otherwise they train with the seed of a
+    configuration of your own, and a note says why. The model checkpoints and
+    ``manifest.json`` go to ``out_dir`` (default ``runs/<study>/trial-<n>``).
     """
-    from hpo.spec import resolve_objective
+    from hpo.spec import objective_arity, resolve_objective
     from hpo.study._retrain import retrain
 
     spec = study.spec
-    logical = 0
+    notes: list[str] = []
     if params is None:
-        if number is None:
-            trial = _best_single(study)
-        else:
-            trials = study.optuna.get_trials(deepcopy=False)
-            if not 0 <= number < len(trials):
-                raise UsageError(f"study {study.name!r} has no trial {number}")
-            trial = trials[number]
-        logical = logical_trial_number(trial)
-        params = dict(trial.params)
-        number = trial.number
-    merged = {**spec.fixed, **params}
-    default_dir = (
-        Path("runs") / study.name / (f"trial-{number}" if number is not None else "custom")
-    )
-    return retrain(
-        resolve_objective(spec.objective, source=f"study {study.name!r}"),
-        merged,
+        trial: optuna.trial.FrozenTrial | None = _pick_trial(study, number)
+    else:
+        trial = _named_trial(study, params, named_trial, notes)
+    if trial is not None:
+        params, number = dict(trial.params), trial.number
+    seed = spec.trial_seed(logical_trial_number(trial) if trial is not None else 0)
+    if params is not None and trial is None and notes:
+        notes[-1] += f"; trained as a configuration of your own, with seed {seed}"
+    default_dir = Path("runs") / study.name / (f"trial-{number}" if trial is not None else "custom")
+    out = Path(out_dir) if out_dir is not None else default_dir
+    objective = resolve_objective(spec.objective, source=f"study {study.name!r}")
+    manifest = retrain(
+        objective,
+        {**spec.fixed, **(params or {})},
         metrics=spec.metrics,
         directions=spec.directions,
-        out_dir=Path(out_dir) if out_dir is not None else default_dir,
-        manifest_extra={"study": study.name, "trial": number, "spec": spec.to_dict()},
+        out_dir=out,
+        manifest_extra={
+            "study": study.name,
+            "trial": None if trial is None else trial.number,
+            "spec": spec.to_dict(),
+        },
         device=device,
-        seed=spec.trial_seed(logical),
+        seed=seed,
     )
+    return Retrained(
+        manifest=manifest,
+        trial=None if trial is None else trial.number,
+        seed=seed,
+        checkpoints=tuple(json.loads(manifest.read_text())["checkpoints"]),
+        plain=objective_arity(objective) == 1,
+        notes=tuple(notes),
+    )
+
+
+def _pick_trial(study: Study, number: int | None) -> optuna.trial.FrozenTrial:
+    if number is None:
+        return _best_single(study)
+    trials = study.optuna.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise UsageError(f"study {study.name!r} has no trial {number}")
+    return trials[number]
+
+
+def _named_trial(
+    study: Study, params: Mapping[str, Any], number: int | None, notes: list[str]
+) -> optuna.trial.FrozenTrial | None:
+    """The trial ``params`` reproduce: trial ``number``, if its params are the same."""
+    if number is None:
+        return None
+    trials = study.optuna.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        notes.append(f"study {study.name!r} has no trial #{number}")
+        return None
+    trial = trials[number]
+    differ = sorted(
+        k
+        for k in {*params, *trial.params}
+        if params.get(k, _MISSING) != trial.params.get(k, _MISSING)
+    )
+    if differ:
+        notes.append(f"the params differ from trial #{number}'s ({', '.join(differ)})")
+        return None
+    return trial
+
+
+_MISSING = object()
 
 
 def _best_single(study: Study) -> optuna.trial.FrozenTrial:
-    st = status(study)
+    st = study_summary(study, window_s=None)
     if st.best is None:
         if st.best_trials:
             raise UsageError(

@@ -44,10 +44,10 @@ from hpo.storage import (
     is_transient,
     logical_trial_number,
     orphan_trial_ids,
-    retried_numbers,
     upsert_workers,
     utcnow,
 )
+from hpo.study import StudySummary, summarize
 from hpo.worker import _trial_process as tp
 
 if TYPE_CHECKING:
@@ -76,21 +76,8 @@ class Slot:
         return env
 
 
-@dataclass
-class Progress:
-    """Study-wide counts, refreshed each tick, for progress bars."""
-
-    budget: int | None
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
-    running: int = 0
-    best: float | None = None
-    best_number: int | None = None
-
-    @property
-    def finished(self) -> int:
-        return self.complete + self.pruned + self.failed
+#: Study-wide counts, refreshed each tick, for progress bars: the one study summary.
+Progress = StudySummary
 
 
 @dataclass
@@ -570,26 +557,10 @@ class Worker:
         self._procs[self._procs.index(proc)] = self._spawn(proc.slot)
 
     def _progress(self) -> Progress:
-        trials = self._ostudy.get_trials(deepcopy=False)
-        p = Progress(budget=self._spec.n_trials)
-        self._waiting = False
-        best_sign = 1 if self._spec.directions[0] == "minimize" else -1
-        retried = retried_numbers(trials)
-        for t in trials:
-            if t.state == TrialState.COMPLETE:
-                p.complete += 1
-                if len(self._spec.directions) == 1 and (
-                    p.best is None or best_sign * t.values[0] < best_sign * p.best
-                ):
-                    p.best, p.best_number = t.values[0], t.number
-            elif t.state == TrialState.PRUNED:
-                p.pruned += 1
-            elif t.state == TrialState.FAIL and t.number not in retried:
-                p.failed += 1
-            elif t.state == TrialState.RUNNING:
-                p.running += 1
-            elif t.state == TrialState.WAITING:
-                self._waiting = True
+        p = summarize(
+            self._ostudy.get_trials(deepcopy=False), self._spec, budget=self._spec.n_trials
+        )
+        self._waiting = p.waiting > 0
         return p
 
     def _update_fleet(self) -> None:
