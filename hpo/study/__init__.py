@@ -13,6 +13,7 @@ from hpo.study._study import (
     request_stop,
     retrain_trial,
     status,
+    study_summary,
     trial_rows,
 )
 from hpo.study._summary import (
@@ -22,7 +23,6 @@ from hpo.study._summary import (
     StudySummary,
     outcome,
     sign,
-    study_summary,
     summarize,
 )
 

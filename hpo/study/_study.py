@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import warnings
@@ -22,7 +23,7 @@ from hpo.storage import (
     open_storage,
     resolve_url,
 )
-from hpo.study._summary import StudySummary, study_summary
+from hpo.study._summary import RATE_WINDOW_S, StudySummary, summarize
 
 if TYPE_CHECKING:
     import optuna
@@ -419,3 +420,12 @@ def _pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     from hpo.search import make_pruner
 
     return make_pruner(spec.pruner)
+
+
+def study_summary(
+    study: Study, *, now: dt.datetime | None = None, window_s: float | None = RATE_WINDOW_S
+) -> StudySummary:
+    """Read the study's trials and budget once and summarise them."""
+    trials = study.optuna.get_trials(deepcopy=False)
+    n_trials, _, stop = study.budget.state()
+    return summarize(trials, study.spec, budget=n_trials, stop=stop, now=now, window_s=window_s)

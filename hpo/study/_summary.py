@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from hpo.spec import StudySpec
-    from hpo.study._study import Study
 
 #: The outcomes of an attempt, in the order every view lists them.
 OUTCOMES = ("complete", "pruned", "failed", "preempted", "retried", "waiting", "running")
@@ -235,15 +234,6 @@ def summarize(
         outcomes=outcomes,
         trials=tuple(trials),
     )
-
-
-def study_summary(
-    study: Study, *, now: dt.datetime | None = None, window_s: float | None = RATE_WINDOW_S
-) -> StudySummary:
-    """Read the study's trials and budget once and summarise them."""
-    trials = study.optuna.get_trials(deepcopy=False)
-    n_trials, _, stop = study.budget.state()
-    return summarize(trials, study.spec, budget=n_trials, stop=stop, now=now, window_s=window_s)
 
 
 def _best(
