@@ -13,6 +13,7 @@ from hpo.training._data import (
 )
 from hpo.training._loop import (
     DIRECTIONS,
+    MODEL_METRICS,
     OPTIMIZERS,
     SCHEDULERS,
     NonFiniteLossError,
@@ -36,6 +37,7 @@ __all__ = [
     "CM_METRICS",
     "DIRECTIONS",
     "METRIC_NAMES",
+    "MODEL_METRICS",
     "OPTIMIZERS",
     "SCHEDULERS",
     "SKLEARN_DATASETS",

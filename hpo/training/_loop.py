@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpo.context import TrialContext
+from hpo.context import TrialContext, untracked
 from hpo.training._data import ClassificationData
 from hpo.training._metrics import CM_METRICS, METRIC_NAMES, confusion_matrix, metric_tensor
 
@@ -549,7 +549,7 @@ def _fingerprint(ctx: TrialContext) -> str:
     ``epochs`` is left out on purpose: nothing in the loop depends on it but where it
     stops, so a finished trial can be resumed with a larger budget and continue exactly.
     """
-    params = {k: v for k, v in ctx.params.items() if k != "epochs"}
+    params = {k: v for k, v in untracked(ctx.params).items() if k != "epochs"}
     return json.dumps(
         {"params": params, "seed": ctx.seed, "metrics": list(ctx.metrics)},
         sort_keys=True,
