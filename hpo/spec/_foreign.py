@@ -238,6 +238,8 @@ def param_hint(p: Mapping[str, Any]) -> str | None:
 
 
 def _in_hpo(text: str | None) -> str | None:
+    if text and text.startswith("nothing: "):
+        return f"hpo has no equivalent: {text.removeprefix('nothing: ')}"
     return f"in hpo this is {text}" if text else None
 
 
