@@ -559,7 +559,7 @@ def toy_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file holding one study, `toy`, created once for the unknown-name cases."""
     tmp = tmp_path_factory.mktemp("toy")
     spec = write_spec(tmp / "toy.yaml", GOOD)
-    res = run_hpo("create", str(spec), "--storage", f"sqlite:///{tmp / 'toy.db'}")
+    res = run_hpo("create", str(spec), "--storage", f"sqlite:///{tmp / 'toy.db'}", cwd=tmp)
     assert res.returncode == 0, res.stderr
     return tmp / "toy.db"
 
