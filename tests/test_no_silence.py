@@ -175,3 +175,43 @@ def test_tracked_params_count_values_read_not_keys_asked_about() -> None:
     assert params.read == {"b", "c"}
     assert dict(params) == {"a": 1, "b": 2, "c": 3}  # everything, so everything read
     assert params.read == {"a", "b", "c"}
+
+
+def test_a_spec_without_a_budget_runs_until_stopped_and_says_so_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from conftest import hpo_env, toy_spec
+
+    text = toy_spec(pruner=False).replace("budget: {n_trials: 8}\n", "")
+    assert "budget" not in text
+    spec = write_spec(tmp_path / "spec.yaml", text)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo.cli", "run", str(spec), "--storage", url],
+        cwd=tmp_path,
+        env=hpo_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                storage = optuna.storages.RDBStorage(url)
+                n = len(optuna.load_study(study_name="toy", storage=storage).get_trials())
+                storage.engine.dispose()
+            except Exception:
+                continue
+            if n >= 3:
+                break
+        assert run_hpo("stop", "toy", "--storage", url, cwd=tmp_path, timeout=60).returncode == 0
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert err.count("running until stopped") == 1, err
+    assert "toy: the spec has no budget.n_trials or budget.timeout: running until stopped" in err

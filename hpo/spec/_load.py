@@ -60,7 +60,7 @@ def parse_spec(text: str, *, source: str = "<spec>", check_objective: bool = Tru
     try:
         data = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader: no !!python/ tags
     except _DuplicateKeyError as e:
-        raise SpecError(source, e.key, None, e.problem) from None
+        raise SpecError(source, e.key, None, e.problem or "duplicate key") from None
     except yaml.MarkedYAMLError as e:
         where = _at(e.problem_mark) if e.problem_mark else "?"
         problem = e.problem or e.context or "invalid YAML"
