@@ -254,6 +254,18 @@ SPEC_CASES = [
         match="no callable 'nope'",
     ),
     Case(
+        "objective-no-function-create",
+        _sub("toy_objectives:quadratic", "toy_objectives:nope"),
+        args=("create", "{spec}", "--storage", "sqlite:///{db}"),
+        match="no callable 'nope'",
+    ),
+    Case(
+        "objective-no-module-create",
+        _sub("toy_objectives:quadratic", "no_such_module:f"),
+        args=("create", "{spec}", "--storage", "sqlite:///{db}"),
+        match="cannot import 'no_such_module'",
+    ),
+    Case(
         "objective-no-colon",
         _sub("toy_objectives:quadratic", "toy_objectives"),
         match="package.module:function",

@@ -317,8 +317,15 @@ def run_trial(
         reason=reason,
         duration_s=time.perf_counter() - start,
         stop_study=stop,
-        warning=f"fixed keys the objective never read: {', '.join(unused)}" if unused else None,
+        warning=_unused_warning(unused, arity),
     )
+
+
+def _unused_warning(unused: list[str], arity: int) -> str | None:
+    if not unused:
+        return None
+    who = "a plain objective f(trial) cannot read" if arity == 1 else "the objective never read"
+    return f"fixed keys {who}: {', '.join(unused)}"
 
 
 def _ctx_read(ctx: TrialContext) -> set[str]:
