@@ -72,7 +72,61 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
 
 
+MLP = """\
+name: m
+objective: mlp
+metric: val_loss
+search_space:
+  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+fixed: {epochs: 1}
+budget: {n_trials: 2}
+"""
+WANDB = """\
+program: train.py
+method: bayes
+metric: {name: val_loss, goal: minimize}
+parameters:
+  lr: {distribution: log_uniform_values, min: 1.0e-4, max: 1.0e-1}
+"""
+
 SPEC_CASES = [
+    # What the built-in objective cannot read or report (every trial would fail or be wrong)
+    Case(
+        "builtin-unknown-metric",
+        MLP.replace("metric: val_loss", "metric: val_acc"),
+        match="metric: the mlp objective does not report it; did you mean 'val_accuracy'?",
+    ),
+    Case(
+        "builtin-unread-param",
+        MLP.replace("  lr: {", "  learning_rate: {"),
+        match="search_space.learning_rate: the mlp objective does not read it; did you mean 'lr'",
+    ),
+    Case(
+        "builtin-unread-fixed",
+        MLP.replace("{epochs: 1}", "{epochs: 1, dropout_rate: 0.1}"),
+        match="fixed.dropout_rate: the mlp objective does not read it; did you mean 'dropout'",
+    ),
+    Case(
+        "builtin-unread-param-create",
+        MLP.replace("  lr: {", "  learning_rate: {"),
+        args=("create", "{spec}", "--storage", "sqlite:///{db}"),
+        match="search_space.learning_rate",
+    ),
+    # Words from W&B Sweeps, Ray Tune and Optuna
+    Case("foreign-wandb-sweep", WANDB, match="program: unknown key; in hpo this is `objective:"),
+    Case("foreign-bayes", _sub("sampler: {type: tpe", "sampler: {type: bayes"), match="`tpe`"),
+    Case("foreign-num-samples", GOOD + "num_samples: 9\n", match="`budget: {n_trials: N}`"),
+    # Options outside their domain
+    Case(
+        "domain-reduction-factor",
+        GOOD + "pruner: {type: hyperband, reduction_factor: 1}\n",
+        match="pruner.reduction_factor: must be >= 2",
+    ),
+    Case(
+        "domain-n-ei-candidates",
+        _sub("sampler: {type: tpe, seed: 0}", "sampler: {type: tpe, n_ei_candidates: 0}"),
+        match="sampler.n_ei_candidates: must be >= 1",
+    ),
     # YAML syntax
     Case("yaml-unclosed-bracket", "name: [toy\n", match="YAML syntax error at line"),
     Case("yaml-bad-indent", GOOD.replace("  y: {", " y: {"), match="YAML syntax error"),
@@ -198,6 +252,18 @@ SPEC_CASES = [
         "objective-no-function",
         _sub("toy_objectives:quadratic", "toy_objectives:nope"),
         match="no callable 'nope'",
+    ),
+    Case(
+        "objective-no-function-create",
+        _sub("toy_objectives:quadratic", "toy_objectives:nope"),
+        args=("create", "{spec}", "--storage", "sqlite:///{db}"),
+        match="no callable 'nope'",
+    ),
+    Case(
+        "objective-no-module-create",
+        _sub("toy_objectives:quadratic", "no_such_module:f"),
+        args=("create", "{spec}", "--storage", "sqlite:///{db}"),
+        match="cannot import 'no_such_module'",
     ),
     Case(
         "objective-no-colon",
@@ -476,7 +542,8 @@ def _run_case(case: Case, tmp: Path) -> subprocess.CompletedProcess[str]:
         else:
             write_spec(path, text)
     (tmp / "notes.txt").write_text("not a database\n")
-    pythonpath = os.pathsep.join([str(tmp), str(TESTS)])  # tmp for the objective modules
+    # tmp for the objective modules; the caller's PYTHONPATH still picks the hpo under test
+    pythonpath = os.pathsep.join(filter(None, [str(tmp), str(TESTS), os.environ.get("PYTHONPATH")]))
     return run_hpo(
         *(_fill(a, tmp) for a in case.args), cwd=tmp, timeout=60, **case.env, PYTHONPATH=pythonpath
     )
@@ -492,6 +559,7 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path: Path, case: Case) 
     assert (tmp_path / "notes.txt").read_text() == "not a database\n"
     assert not list(tmp_path.glob("notes.txt-*"))  # no -wal / -shm beside it
     assert not (tmp_path / "pwned").exists()  # no YAML tag ran
+    assert not (tmp_path / ".hpo").exists()  # no storage remembered for the next commands
 
 
 def test_the_corpus_is_large() -> None:
@@ -503,7 +571,7 @@ def toy_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file holding one study, `toy`, created once for the unknown-name cases."""
     tmp = tmp_path_factory.mktemp("toy")
     spec = write_spec(tmp / "toy.yaml", GOOD)
-    res = run_hpo("create", str(spec), "--storage", f"sqlite:///{tmp / 'toy.db'}")
+    res = run_hpo("create", str(spec), "--storage", f"sqlite:///{tmp / 'toy.db'}", cwd=tmp)
     assert res.returncode == 0, res.stderr
     return tmp / "toy.db"
 

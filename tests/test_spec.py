@@ -399,8 +399,16 @@ BAD = [
         "takes a Python object, which a spec cannot give (got 0.25)",
     ),
     (spec_text(sampler="{type: tpe, prior_weight: .inf}"), "sampler.prior_weight", "(got inf)"),
-    (spec_text(sampler="{type: nsgaii, population_size: 1}"), "sampler", "population_size"),
-    (spec_text(sampler="{type: qmc, qmc_type: bogus}"), "sampler", "'qmc_type': 'bogus'"),
+    (
+        spec_text(sampler="{type: nsgaii, population_size: 1}"),
+        "sampler.population_size",
+        "must be >= 2 (crossover needs two parents) (got 1)",
+    ),
+    (
+        spec_text(sampler="{type: qmc, qmc_type: bogus}"),
+        "sampler.qmc_type",
+        "must be one of 'sobol', 'halton' (got 'bogus')",
+    ),
     (spec_text(sampler="{type: tpe, seed: -1}"), "sampler.seed", "(got -1)"),
     (spec_text(sampler="{type: tpe, seed: 4294967296}"), "sampler.seed", "(got 4294967296)"),
     (spec_text(sampler="{type: tpe, seed: 1.5}"), "sampler.seed", "(got 1.5)"),
@@ -413,7 +421,11 @@ BAD = [
     ),
     (spec_text(pruner="{type: none, patience: 2}"), "pruner.patience", "(got 2)"),
     (spec_text(pruner="{type: percentile}"), "pruner.percentile", "is required"),
-    (spec_text(pruner="{type: percentile, percentile: 150.0}"), "pruner", "150"),
+    (
+        spec_text(pruner="{type: percentile, percentile: 150.0}"),
+        "pruner.percentile",
+        "must be in [0, 100] (got 150.0)",
+    ),
     (
         spec_text(pruner="{type: hyperband, reduction_factor: 1.5}"),
         "pruner.reduction_factor",
@@ -513,6 +525,266 @@ def test_bad_spec_is_one_line_naming_file_key_and_value(
     assert message.startswith(f"{path}: {key}: " if key else f"{path}: ")
     assert info.value.key == key
     assert fragment in message
+
+
+# Options inside their type but outside their meaning: Optuna accepted each of these.
+DOMAINS = [
+    ("pruner", "{type: hyperband, reduction_factor: 1}", "reduction_factor", "must be >= 2", "1"),
+    ("pruner", "{type: hyperband, min_resource: 0}", "min_resource", "must be >= 1", "0"),
+    (
+        "pruner",
+        "{type: hyperband, min_resource: 5, max_resource: 3}",
+        "max_resource",
+        "must be >= min_resource (5)",
+        "3",
+    ),
+    (
+        "pruner",
+        "{type: hyperband, max_resource: aut}",
+        "max_resource",
+        "must be 'auto' or an integer >= 1",
+        "'aut'",
+    ),
+    ("pruner", "{type: hyperband, bootstrap_count: -1}", "bootstrap_count", "must be >= 0", "-1"),
+    (
+        "pruner",
+        "{type: successive_halving, reduction_factor: 1}",
+        "reduction_factor",
+        "must be >= 2",
+        "1",
+    ),
+    (
+        "pruner",
+        "{type: successive_halving, min_resource: 0}",
+        "min_resource",
+        "must be 'auto' or an integer >= 1",
+        "0",
+    ),
+    (
+        "pruner",
+        "{type: successive_halving, bootstrap_count: 2}",
+        "bootstrap_count",
+        "needs an integer min_resource",
+        "2",
+    ),
+    ("pruner", "{type: percentile, percentile: -5}", "percentile", "must be in [0, 100]", "-5"),
+    ("pruner", "{type: median, n_startup_trials: -1}", "n_startup_trials", "must be >= 0", "-1"),
+    ("pruner", "{type: median, n_warmup_steps: -1}", "n_warmup_steps", "must be >= 0", "-1"),
+    ("pruner", "{type: median, interval_steps: 0}", "interval_steps", "must be >= 1", "0"),
+    ("pruner", "{type: threshold, lower: 2, upper: 1}", "lower", "must be <= upper (1)", "2"),
+    ("pruner", "{type: wilcoxon, p_threshold: 2}", "p_threshold", "must be in [0, 1]", "2"),
+    ("pruner", "{type: patient, patience: -1, wrapped: none}", "patience", "must be >= 0", "-1"),
+    ("sampler", "{type: tpe, n_ei_candidates: 0}", "n_ei_candidates", "must be >= 1", "0"),
+    ("sampler", "{type: tpe, n_startup_trials: -1}", "n_startup_trials", "must be >= 0", "-1"),
+    ("sampler", "{type: tpe, prior_weight: 0}", "prior_weight", "must be > 0", "0"),
+    ("sampler", "{type: cmaes, sigma0: -1}", "sigma0", "must be > 0", "-1"),
+    ("sampler", "{type: cmaes, popsize: 1}", "popsize", "must be >= 2", "1"),
+    (
+        "sampler",
+        "{type: cmaes, restart_strategy: foo}",
+        "restart_strategy",
+        "must be one of null, 'ipop', 'bipop'",
+        "'foo'",
+    ),
+    ("sampler", "{type: gp, n_startup_trials: -1}", "n_startup_trials", "must be >= 0", "-1"),
+    ("sampler", "{type: nsgaii, crossover_prob: 2}", "crossover_prob", "must be in [0, 1]", "2"),
+    (
+        "sampler",
+        "{type: nsgaiii, dividing_parameter: 0}",
+        "dividing_parameter",
+        "must be >= 1",
+        "0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("section", "value", "option", "rule", "got"), DOMAINS)
+def test_options_outside_their_domain_name_the_option_and_value(
+    tmp_path: Path, section: str, value: str, option: str, rule: str, got: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(spec_text(**{section: value}))
+    with pytest.raises(SpecError) as info:
+        load_spec(path, check_objective=False)
+    assert str(info.value).startswith(f"{path}: {section}.{option}: {rule}")
+    assert str(info.value).endswith(f"(got {got})")
+
+
+def test_options_at_the_edge_of_their_domain_load() -> None:
+    for section, value in [
+        ("pruner", "{type: hyperband, min_resource: 3, max_resource: 3, reduction_factor: 2}"),
+        ("pruner", "{type: successive_halving, min_resource: auto}"),
+        ("pruner", "{type: percentile, percentile: 0.0}"),
+        ("pruner", "{type: percentile, percentile: 100.0}"),
+        ("pruner", "{type: median, n_startup_trials: 0, n_warmup_steps: 0, interval_steps: 1}"),
+        ("sampler", "{type: tpe, n_ei_candidates: 1, n_startup_trials: 0}"),
+        ("sampler", "{type: cmaes, popsize: 2, restart_strategy: ipop, inc_popsize: 2}"),
+        ("sampler", "{type: nsgaii, population_size: 2, mutation_prob: 0.0, crossover_prob: 1.0}"),
+    ]:
+        parse(spec_text(**{section: value}))
+
+
+def test_a_spec_without_n_trials_or_timeout_loads() -> None:
+    spec = parse(spec_text(budget=None))
+    assert spec.n_trials is None and spec.budget.timeout is None
+
+
+WANDB_SWEEP = """\
+program: train.py
+method: bayes
+metric: {name: val_loss, goal: minimize}
+parameters:
+  lr: {distribution: log_uniform_values, min: 1.0e-4, max: 1.0e-1}
+"""
+# What someone coming from W&B Sweeps, Ray Tune or Optuna writes: each gets "in hpo ...".
+FOREIGN = [
+    (spec_text(sampler="bayes"), "sampler.type", "in hpo this is `tpe`"),
+    (spec_text(sampler="{type: hyperopt}"), "sampler.type", "in hpo this is `tpe`"),
+    (spec_text(sampler="TPESampler"), "sampler.type", "in hpo this is `tpe`"),
+    (spec_text(pruner="asha"), "pruner.type", "in hpo this is `successive_halving`"),
+    (spec_text(pruner="MedianStoppingRule"), "pruner.type", "in hpo this is `median`"),
+    (
+        spec_text(pruner="{type: hyperband, eta: 3, min_iter: 1}"),
+        "pruner.eta",
+        "unknown option; in hpo this is `reduction_factor:`",
+    ),
+    (
+        spec_text(pruner="{type: successive_halving, grace_period: 1}"),
+        "pruner.grace_period",
+        "in hpo this is `min_resource:` (Ray Tune ASHA `grace_period`)",
+    ),
+    (
+        spec_text(sampler="{type: tpe, n_startup_jobs: 3}"),
+        "sampler.n_startup_jobs",
+        "in hpo this is `n_startup_trials:`",
+    ),
+    (spec_text() + "method: bayes\n", "method", "in hpo this is `sampler: tpe` (W&B"),
+    (spec_text() + "method: grid\n", "method", "in hpo this is `sampler: grid`"),
+    (spec_text() + "parameters: {}\n", "parameters", "in hpo this is `search_space:`"),
+    (spec_text() + "program: train.py\n", "program", "in hpo this is `objective: module:function`"),
+    (spec_text() + "command: [python, train.py]\n", "command", "`objective: module:function`"),
+    (
+        spec_text() + "early_terminate: {type: hyperband, min_iter: 3}\n",
+        "early_terminate",
+        "`pruner: {type: hyperband, min_resource: MIN_ITER, reduction_factor: ETA}`",
+    ),
+    (spec_text() + "num_samples: 20\n", "num_samples", "`budget: {n_trials: N}` (Ray Tune"),
+    (spec_text() + "scheduler: asha\n", "scheduler", "in hpo this is `pruner:`"),
+    (spec_text() + "search_alg: optuna\n", "search_alg", "in hpo this is `sampler:`"),
+    (spec_text() + "n_trials: 20\n", "n_trials", "`budget: {n_trials: N}` (Optuna's"),
+    (spec_text() + "timeout: 60\n", "timeout", "`budget: {timeout: SECONDS}`"),
+    (spec_text(budget="{num_samples: 20}"), "budget.num_samples", "in hpo this is `n_trials:`"),
+    (spec_text(direction="max"), "direction", "in hpo this is `maximize`"),
+    (
+        spec_text(metric="{name: val_accuracy, goal: maximize}"),
+        "metric",
+        "in hpo this is `metric: val_accuracy` and `direction: maximize`",
+    ),
+    (
+        sp("{distribution: log_uniform_values, min: 1.0e-4, max: 0.1}"),
+        "search_space.x",
+        "in hpo this is `{type: float, log: true, low: 0.0001, high: 0.1}`",
+    ),
+    (
+        sp("{distribution: int_uniform, min: 1, max: 8}"),
+        "search_space.x",
+        "in hpo this is `{type: int, low: 1, high: 8}`",
+    ),
+    (
+        sp("{distribution: q_uniform, min: 0, max: 1, q: 0.1}"),
+        "search_space.x",
+        "`{type: float, low: 0, high: 1, step: 0.1}`",
+    ),
+    (
+        sp("{distribution: categorical, values: [adam, sgd]}"),
+        "search_space.x",
+        "`{type: categorical, choices: ['adam', 'sgd']}`",
+    ),
+    (
+        sp("{distribution: normal, mu: 0, sigma: 1}"),
+        "search_space.x",
+        "hpo has no equivalent: hpo samples uniform",
+    ),
+    (sp("{values: [adam, sgd]}"), "search_space.x", "`type: categorical, choices: [...]`"),
+    (sp("{min: 1, max: 3}"), "search_space.x", "with `low:` and `high:`"),
+    (
+        sp("{type: loguniform, low: 0.001, high: 0.1}"),
+        "search_space.x.type",
+        "`type: float, log: true`",
+    ),
+    (sp("{type: float, min: 0.001, max: 0.1}"), "search_space.x.min", "in hpo this is `low:`"),
+    (WANDB_SWEEP, "program", "in hpo this is `objective: module:function`"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "fragment"), FOREIGN)
+def test_other_tools_words_get_what_hpo_calls_them(
+    tmp_path: Path, text: str, key: str, fragment: str
+) -> None:
+    path = tmp_path / "foreign.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path, check_objective=False)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: {key}: ")
+    assert fragment in message
+    assert "cmaes" not in message  # 'bayes' is not a misspelling of 'cmaes'
+
+
+# What a built-in objective reads and reports, checked when the spec is loaded to run.
+BUILTIN = [
+    (
+        spec_text(metric="val_acc"),
+        "metric",
+        "the mlp objective does not report it; did you mean 'val_accuracy'? (got 'val_acc')",
+    ),
+    (spec_text(metric="n_params"), "metric", "does not report it each epoch"),
+    (
+        spec_text(search_space="{learning_rate: {type: float, low: 0.001, high: 0.1}}"),
+        "search_space.learning_rate",
+        "the mlp objective does not read it; did you mean 'lr'?",
+    ),
+    (
+        spec_text(fixed="{dropout_rate: 0.1}"),
+        "fixed.dropout_rate",
+        "does not read it; did you mean 'dropout'? (got 0.1)",
+    ),
+    (spec_text(fixed="{batchsize: 32}"), "fixed.batchsize", "did you mean 'batch_size'?"),
+    (
+        spec_text(objective="cnn", search_space="{hidden_size: {type: int, low: 8, high: 64}}"),
+        "search_space.hidden_size",
+        "the cnn objective does not read it; it reads: amp, batch_size, channels",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "fragment"), BUILTIN)
+def test_a_builtin_objectives_metrics_and_params_are_checked_at_load(
+    tmp_path: Path, text: str, key: str, fragment: str
+) -> None:
+    pytest.importorskip("torch")
+    path = tmp_path / "builtin.yaml"
+    path.write_text(text.replace("metric: loss", "metric: val_loss"))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}: {key}: ")
+    assert fragment in str(info.value)
+    load_spec(path, check_objective=False)  # a stored spec is read back without the check
+
+
+def test_every_builtin_declares_the_training_loops_keys_and_metrics() -> None:
+    pytest.importorskip("torch")
+    import dataclasses
+
+    from hpo.objectives import accepts_of
+    from hpo.search import BUILTIN_OBJECTIVES
+    from hpo.training import METRIC_NAMES, TrainConfig
+
+    for name in BUILTIN_OBJECTIVES:
+        accepts = accepts_of(resolve_objective(name))
+        assert accepts is not None, name
+        assert {f.name for f in dataclasses.fields(TrainConfig)} <= accepts.params
+        assert accepts.first_metrics == METRIC_NAMES
 
 
 def test_missing_file(tmp_path: Path) -> None:

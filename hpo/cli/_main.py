@@ -39,7 +39,9 @@ storage_option = click.option(
     "--storage",
     envvar="HPO_STORAGE",
     metavar="URL",
-    help="Study storage URL (env HPO_STORAGE; default: the spec's, else sqlite:///hpo.db).",
+    help="Study storage URL. The first of: --storage, env HPO_STORAGE, the spec's `storage:` "
+    "(when given a spec), the URL `hpo create`/`run` remembered in ./.hpo/storage (never one "
+    "with a password), sqlite:///hpo.db.",
 )
 
 
@@ -48,7 +50,7 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from hpo.errors import HpoError
+        from hpo.errors import HpoError, StudyNotFound
 
         # Known before anything can fail, so every message can be scrubbed of its password;
         # and no record of the command line (a retrain manifest, say) carries it.
@@ -57,6 +59,8 @@ def handle_errors(fn: F) -> F:
         try:
             _quiet_optuna()
             return fn(*args, **kwargs)
+        except StudyNotFound as e:
+            _fail(f"{e}{_not_found_hint()}", e.exit_code)
         except HpoError as e:
             _fail(str(e), e.exit_code)
         except KeyboardInterrupt:
@@ -188,16 +192,23 @@ def run(
     from hpo.worker import run as run_study
 
     loaded = load_spec(spec)
+    url = _storage_for(storage, loaded.storage)
+    if loaded.n_trials is None and (timeout or loaded.budget.timeout) is None:
+        _console.err.print(
+            f"{loaded.name}: the spec has no budget.n_trials or budget.timeout: running until "
+            f"stopped (Ctrl-C, or `hpo stop {loaded.name}`)",
+            markup=False,
+        )
     with _console.progress(loaded.name) as on_progress:
         study, summary = run_study(
             loaded,
-            storage=_remember(storage),
+            storage=url,
             workers=workers,
             gpus=_parse_gpus(gpus, None),
             force=force,
             timeout=timeout,
             checkpoint_dir=checkpoint_dir,
-            on_progress=on_progress,
+            on_progress=_remembering(url, storage, on_progress),
         )
     _console.print_summary(study, summary)
     _exit(_exit_code(summary), study)
@@ -213,8 +224,10 @@ def create(spec: Path, storage: str | None, force: bool) -> None:
     from hpo.spec import load_spec
     from hpo.study import create_study
 
-    study = create_study(load_spec(spec), _remember(storage), force=force)
-    click.echo(f"study {study.name!r} ready in {study.masked_url}")
+    loaded = load_spec(spec)
+    study = create_study(loaded, _storage_for(storage, loaded.storage), force=force)
+    note = _remember_here(study.url, storage)
+    click.echo(f"study {study.name!r} ready in {study.masked_url}{note}")
 
 
 @main.command()
@@ -254,10 +267,14 @@ def worker(
     timeout: float | None,
     checkpoint_dir: str | None,
 ) -> None:
-    """Join STUDY (env HPO_STUDY) from this machine: one trial process per GPU slot."""
+    """Join STUDY (env HPO_STUDY) from this machine: one trial process per GPU slot.
+
+    STUDY is a study name or the path of the spec it was created from.
+    """
     from hpo.cli import _console
     from hpo.worker import join
 
+    study, storage = _target(study, storage)
     gpu_ids = _parse_gpus(gpus, processes)
     if not gpu_ids and gpus in (None, "all") and processes is None:
         _console.err.print("no GPU visible: running 1 CPU trial process (see --processes)")
@@ -296,7 +313,11 @@ def worker(
 @handle_errors
 def status(study: str, storage: str | None, fmt: str, watch: bool, interval: float) -> None:
     """Show the study's counts (logical trials, attempts and their outcomes, as the README
-    defines them), the best trial, running trials and the worker fleet."""
+    defines them), the best trial, running trials and the worker fleet.
+
+    STUDY is a study name or the path of the spec it was created from.
+    """
+    study, storage = _target(study, storage)
     from hpo.cli import _console
     from hpo.study import load_study
     from hpo.study import status as study_status
@@ -307,9 +328,9 @@ def status(study: str, storage: str | None, fmt: str, watch: bool, interval: flo
         from hpo.reporting import watch as watch_study
 
         with _console.watching() as show:
-            watch_study(load_study(study, _remember(storage)), show, interval=interval)
+            watch_study(load_study(study, storage), show, interval=interval)
         return
-    st = study_status(load_study(study, _remember(storage)))
+    st = study_status(load_study(study, storage))
     _console.print_status(st, fmt)
 
 
@@ -322,11 +343,15 @@ def status(study: str, storage: str | None, fmt: str, watch: bool, interval: flo
 @output_option
 @handle_errors
 def best(study: str, storage: str | None, fmt: str, output: Path | None) -> None:
-    """Print the best trial's parameters (a document `fixed:` or `hpo retrain` can take)."""
+    """Print the best trial's parameters (a document `fixed:` or `hpo retrain` can take).
+
+    STUDY is a study name or the path of the spec it was created from.
+    """
+    study, storage = _target(study, storage)
     from hpo.cli import _console
     from hpo.study import best_params, load_study
 
-    text = _console.dump(best_params(load_study(study, _remember(storage))), fmt)
+    text = _console.dump(best_params(load_study(study, storage)), fmt)
     _write(text, output)
 
 
@@ -341,7 +366,7 @@ def list_cmd(storage: str | None, fmt: str) -> None:
     from hpo.cli import _console
     from hpo.study import list_studies
 
-    _console.print_list(list_studies(_remember(storage)), fmt)
+    _console.print_list(list_studies(storage), fmt)
 
 
 @main.command()
@@ -353,11 +378,15 @@ def list_cmd(storage: str | None, fmt: str) -> None:
 @output_option
 @handle_errors
 def export(study: str, storage: str | None, fmt: str, output: Path | None) -> None:
-    """Export every trial: params, values, state, duration, epochs and user attributes."""
+    """Export every trial: params, values, state, duration, epochs and user attributes.
+
+    STUDY is a study name or the path of the spec it was created from.
+    """
+    study, storage = _target(study, storage)
     from hpo.cli import _console
     from hpo.study import load_study, trial_rows
 
-    rows = list(trial_rows(load_study(study, _remember(storage))))
+    rows = list(trial_rows(load_study(study, storage)))
     _write(_console.export_text(rows, fmt), output)
 
 
@@ -367,7 +396,11 @@ def export(study: str, storage: str | None, fmt: str, output: Path | None) -> No
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @handle_errors
 def delete(study: str, storage: str | None, yes: bool) -> None:
-    """Delete STUDY and all its trials from the storage."""
+    """Delete STUDY and all its trials from the storage.
+
+    STUDY is a study name or the path of the spec it was created from.
+    """
+    study, storage = _target(study, storage)
     from hpo.errors import UsageError
     from hpo.study import delete_study
 
@@ -375,7 +408,7 @@ def delete(study: str, storage: str | None, yes: bool) -> None:
         if not sys.stdin.isatty():
             raise UsageError("refusing to delete without --yes when not run interactively")
         click.confirm(f"Delete study {study!r} and all its trials?", abort=True)
-    delete_study(study, _remember(storage))
+    delete_study(study, storage)
     click.echo(f"deleted study {study!r}")
 
 
@@ -385,7 +418,11 @@ def delete(study: str, storage: str | None, yes: bool) -> None:
 @click.option("--now", is_flag=True, help="Abandon running trials (they are retried later).")
 @handle_errors
 def stop(study: str, storage: str | None, now: bool) -> None:
-    """Ask every worker of STUDY, on every machine, to finish its trial and exit."""
+    """Ask every worker of STUDY, on every machine, to finish its trial and exit.
+
+    STUDY is a study name or the path of the spec it was created from.
+    """
+    study, storage = _target(study, storage)
     from hpo.study import request_stop
 
     request_stop(study, _remember(storage), now=now)
@@ -424,7 +461,8 @@ def retrain(
     """Train the best (or a chosen) configuration to completion; save model and manifest.
 
     A --params file from `hpo best` names its trial: when its params are that trial's, the
-    trial is reproduced with its own seed.
+    trial is reproduced with its own seed. STUDY is a study name or the path of the spec it
+    was created from.
     """
     from hpo.cli import _console
     from hpo.study import load_study, retrain_trial
@@ -434,7 +472,8 @@ def retrain(
     params, named = None, None
     if params_file is not None:  # a bad file is an error before anything is opened
         params, named = _read_params(params_file, study)
-    loaded = load_study(study, _remember(storage))
+    study, storage = _target(study, storage)
+    loaded = load_study(study, storage)
     done = retrain_trial(
         loaded, number=number, params=params, named_trial=named, out_dir=out, device=device
     )
@@ -478,11 +517,15 @@ def _read_params(path: Path, study: str) -> tuple[dict[str, Any], int | None]:
 )
 @handle_errors
 def report(study: str, storage: str | None, out: Path | None) -> None:
-    """Write an HTML report of STUDY (index.html, plots embedded and as PNG files beside it)."""
+    """Write an HTML report of STUDY (index.html, plots embedded and as PNG files beside it).
+
+    STUDY is a study name or the path of the spec it was created from.
+    """
+    study, storage = _target(study, storage)
     from hpo.reporting import write_report
     from hpo.study import load_study
 
-    path = write_report(load_study(study, _remember(storage)), out or Path("reports") / study)
+    path = write_report(load_study(study, storage), out or Path("reports") / study)
     click.echo(f"wrote {path}")
 
 
@@ -508,7 +551,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     from hpo.cli import _console
     from hpo.storage import mask, open_storage, resolve_url
 
-    url = resolve_url(_remember(storage))
+    url = resolve_url(storage)
     rdb = open_storage(url)
     if host in ("0.0.0.0", "::", ""):
         _console.err.print(
@@ -520,6 +563,86 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     import optuna_dashboard
 
     optuna_dashboard.run_server(rdb, host=host, port=port)
+
+
+def _storage_for(storage: str | None, spec_storage: str | None) -> str:
+    """The storage the one rule picks (hpo.storage.resolve_url), its password scrubbed."""
+    from hpo.storage import resolve_url
+
+    return _remember(resolve_url(storage, spec_storage)) or ""
+
+
+def _target(study: str, storage: str | None) -> tuple[str, str]:
+    """STUDY as a study name or the path of its spec, and the storage the rule picks for it."""
+    spec_storage = None
+    path = Path(study)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") and (path.is_file() or os.sep in study):
+        from hpo.spec import load_spec
+
+        loaded = load_spec(path, check_objective=False)
+        study, spec_storage = loaded.name, loaded.storage
+    url = _storage_for(storage, spec_storage)
+    _TARGET[:] = [(study, url, storage is not None or spec_storage is not None)]
+    return study, url
+
+
+_TARGET: list[tuple[str, str, bool]] = []  # (name, url, whether the user chose the storage)
+
+
+def _not_found_hint() -> str:
+    """For "no study named ...": the close name, or what the storage holds, or how to choose."""
+    import difflib
+
+    from hpo.storage import HERE_FILE
+
+    if not _TARGET:
+        return ""
+    name, url, chosen = _TARGET[0]
+    try:
+        from hpo.study import list_studies
+
+        names = [s["name"] for s in list_studies(url)]
+    except Exception:  # a missing SQLite file, say: it holds nothing
+        names = []
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    held = f" (it holds: {', '.join(names[:8])})" if names else ""
+    if chosen or os.environ.get("HPO_STORAGE") or HERE_FILE.exists():
+        return held
+    return (
+        f"{held}; give --storage, HPO_STORAGE or the spec's path, or run this where "
+        "`hpo create` ran"
+    )
+
+
+def _remember_here(url: str, storage: str | None) -> str:
+    """Remember ``url`` in ./.hpo/storage for the commands that follow; what to tell the user."""
+    from hpo.storage import remember_url
+
+    if remember_url(url):
+        return ""
+    if storage is not None and storage == os.environ.get("HPO_STORAGE"):
+        return ""  # it came from HPO_STORAGE, which the next commands have too
+    return " (a URL with a password is not remembered: set HPO_STORAGE for the commands after)"
+
+
+def _remembering(
+    url: str, storage: str | None, on_progress: Callable[[Any], None]
+) -> Callable[[Any], None]:
+    """``on_progress`` that first remembers ``url``: the first report means the study exists,
+    so a run that fails before (a bad storage) writes nothing."""
+    done: list[bool] = []
+
+    def update(progress: Any) -> None:
+        if not done:
+            done.append(True)
+            note = _remember_here(url, storage)
+            if note:
+                click.echo(f"hpo: note: {note.strip(' ()')}", err=True)
+        on_progress(progress)
+
+    return update
 
 
 def _parse_gpus(gpus: str | None, processes: int | None) -> list[str]:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from hpo.context import TrialContext
-from hpo.objectives import float_param, int_param
+from hpo.objectives import float_param, int_param, training_accepts
 from hpo.training import (
     ClassificationData,
     load_sklearn_dataset,
@@ -26,7 +26,10 @@ from hpo.training import (
     train,
 )
 
-__all__ = ["SmallCNN", "load_data", "objective"]
+__all__ = ["ACCEPTS", "SmallCNN", "load_data", "objective"]
+
+#: The params it reads (the training loop's and its own) and the metrics it reports.
+ACCEPTS = training_accepts("channels", "dropout")
 
 DATA_SEED = 0
 

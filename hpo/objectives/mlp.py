@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from hpo.context import TrialContext
-from hpo.objectives import choice_param, float_param, int_param
+from hpo.objectives import choice_param, float_param, int_param, training_accepts
 from hpo.training import (
     SKLEARN_DATASETS,
     ClassificationData,
@@ -28,7 +28,10 @@ from hpo.training import (
     train,
 )
 
-__all__ = ["MLP", "load_data", "objective"]
+__all__ = ["ACCEPTS", "MLP", "load_data", "objective"]
+
+#: The params it reads (the training loop's and its own) and the metrics it reports.
+ACCEPTS = training_accepts("dataset", "hidden_size", "dropout")
 
 #: Seed of the train/val/test split: fixed, so trials differ only in what they try.
 DATA_SEED = 0

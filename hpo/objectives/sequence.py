@@ -27,13 +27,18 @@ import torch
 from torch import nn
 
 from hpo.context import TrialContext
-from hpo.objectives import choice_param, float_param, int_param
+from hpo.objectives import choice_param, float_param, int_param, training_accepts
 from hpo.training import ClassificationData, make_classification_data, seed_everything, train
 
-__all__ = ["TCN", "SequenceTransformer", "make_rhythm_data", "objective"]
+__all__ = ["ACCEPTS", "TCN", "SequenceTransformer", "make_rhythm_data", "objective"]
 
 ARCHS: tuple[str, ...] = ("tcn", "transformer")
 DATA_SEED = 0
+#: The params it reads (the training loop's and its own) and the metrics it reports.
+ACCEPTS = training_accepts(
+    *("arch", "hidden_size", "n_layers", "kernel_size", "n_heads", "dropout"),
+    *("n_channels", "seq_len", "n_classes", "n_samples", "noise"),
+)
 
 
 @functools.lru_cache(maxsize=8)
@@ -181,6 +186,10 @@ def objective(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tuple
     n_channels, seq_len = data.x_train.shape[1], data.x_train.shape[2]
     hidden_size = int_param(params, "hidden_size", 32)
     dropout = float_param(params, "dropout", 0.1, low=0.0, high=1.0)
+    # Both architectures' own keys are read (and checked) whichever one a trial builds, so a
+    # search over arch with kernel_size and n_heads in it is not refused as "never read".
+    kernel_size = int_param(params, "kernel_size", 5)
+    n_heads = int_param(params, "n_heads", 4)
     seed_everything(ctx.seed)
     model: nn.Module
     if arch == "tcn":
@@ -189,7 +198,7 @@ def objective(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tuple
             data.n_classes,
             hidden_size=hidden_size,
             n_layers=int_param(params, "n_layers", 3),
-            kernel_size=int_param(params, "kernel_size", 5),
+            kernel_size=kernel_size,
             dropout=dropout,
         )
     else:
@@ -199,7 +208,7 @@ def objective(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tuple
             seq_len,
             hidden_size=hidden_size,
             n_layers=int_param(params, "n_layers", 2),
-            n_heads=int_param(params, "n_heads", 4),
+            n_heads=n_heads,
             dropout=dropout,
         )
     return train(trial, ctx, model, data).value

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from hpo.search._domains import OptionError, check_pruner_domain, check_sampler_domain
 from hpo.search._registry import PRUNER_CLASSES, SAMPLER_CLASSES
 
 if TYPE_CHECKING:
@@ -27,14 +28,6 @@ _YAML_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-class OptionError(ValueError):
-    """A sampler or pruner option that Optuna would reject (or choke on later)."""
-
-    def __init__(self, option: str, value: Any, message: str) -> None:
-        self.option, self.value, self.message = option, value, message
-        super().__init__(f"{option}: {message} (got {value!r})")
-
-
 def sampler_class(name: str) -> type[optuna.samplers.BaseSampler]:
     import optuna.samplers
 
@@ -48,11 +41,15 @@ def pruner_class(name: str) -> type[optuna.pruners.BasePruner]:
 
 
 def check_sampler_options(name: str, opts: Mapping[str, Any]) -> None:
+    """Options Optuna's class takes, of a type a spec can give, within their domain."""
     check_options(sampler_class(name), opts, f"the {name} sampler", skip=("seed",))
+    check_sampler_domain(name, opts)
 
 
 def check_pruner_options(name: str, opts: Mapping[str, Any]) -> None:
+    """Options Optuna's class takes, of a type a spec can give, within their domain."""
     check_options(pruner_class(name), opts, f"the {name} pruner", skip=("wrapped_pruner",))
+    check_pruner_domain(name, opts)
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
@@ -101,7 +98,7 @@ def check_options(
             hint = difflib.get_close_matches(str(k), params, n=1)
             known = f"its options are: {', '.join(params)}" if params else "it takes none"
             shown = f"did you mean {hint[0]!r}?" if hint else known
-            raise OptionError(str(k), val, f"unknown option of {what}; {shown}")
+            raise OptionError(str(k), val, f"unknown option of {what}; {shown}", unknown=True)
         annotation = prm.annotation if isinstance(prm.annotation, str) else prm.annotation.__name__
         kinds = [_YAML_TYPES.get(part.strip()) for part in annotation.split("|")]
         if not any(t and t != (type(None),) for t in kinds):

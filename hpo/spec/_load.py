@@ -25,6 +25,7 @@ from hpo.search import (
     make_pruner,
     make_sampler,
 )
+from hpo.spec._foreign import key_hint, metric_hint, param_hint, value_hint
 from hpo.spec._model import (
     MAX_GRID_POINTS,
     MAX_PLAIN_ITEMS,
@@ -37,7 +38,7 @@ from hpo.spec._model import (
     StudySpec,
     pruner_dict,
 )
-from hpo.spec._objective import resolve_objective
+from hpo.spec._objective import check_accepts, resolve_objective
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # fullmatch
 
@@ -59,7 +60,7 @@ def parse_spec(text: str, *, source: str = "<spec>", check_objective: bool = Tru
     try:
         data = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader: no !!python/ tags
     except _DuplicateKeyError as e:
-        raise SpecError(source, e.key, None, e.problem) from None
+        raise SpecError(source, e.key, None, e.problem or "duplicate key") from None
     except yaml.MarkedYAMLError as e:
         where = _at(e.problem_mark) if e.problem_mark else "?"
         problem = e.problem or e.context or "invalid YAML"
@@ -217,7 +218,7 @@ def _spec_from_dict(data: Any, source: str, check_objective: bool) -> StudySpec:
         raise SpecError(source, "pruner.type", pruner.type, "pruning needs a single objective")
     _build_optuna_objects(v, spec)
     if check_objective:
-        resolve_objective(spec.objective, source=source)
+        check_accepts(spec, resolve_objective(spec.objective, source=source))
     return spec
 
 
@@ -231,6 +232,9 @@ def _metrics_and_directions(v: _Validator, data: Mapping[str, Any]) -> tuple[tup
     if "metrics" in data:
         metrics = tuple(v.string_list(data, "metrics"))
     else:
+        hint = metric_hint(data.get("metric"))
+        if hint:
+            raise SpecError(v.source, "metric", data["metric"], hint)
         metrics = (v.string(data, "metric"),) if "metric" in data else ("val_loss",)
     if "directions" in data:
         raw = data["directions"]
@@ -270,6 +274,9 @@ def _search_space(v: _Validator, raw: Any) -> tuple[ParamSpec, ...]:
 
 
 def _param(v: _Validator, name: str, p: Mapping[str, Any], key: str) -> ParamSpec:
+    hint = param_hint(p)
+    if hint:
+        raise SpecError(v.source, key, dict(p), hint)
     ptype = v.choice(p.get("type"), f"{key}.type", PARAM_TYPES)
     if ptype == "categorical":
         return _categorical(v, name, p, key)
@@ -489,9 +496,11 @@ class _Validator:
         for k in d:
             if k not in allowed:
                 key = _dot(where, k)
+                foreign = key_hint(where, k, d[k])
                 hint = _suggest(str(k), allowed)
                 msg = f"unknown key; did you mean {hint[0]!r}?" if hint else "unknown key"
                 msg += f" (allowed: {', '.join(allowed)})" if not hint else ""
+                msg = f"unknown key; {foreign}" if foreign else msg
                 raise SpecError(self.source, key, d[k], msg)
         for k in required:
             if k not in d:
@@ -514,6 +523,7 @@ class _Validator:
         if val not in allowed or not isinstance(val, str):
             hint = _suggest(val, allowed) if isinstance(val, str) else []
             msg = f"did you mean {hint[0]!r}?" if hint else f"must be one of {', '.join(allowed)}"
+            msg = value_hint(key, val) or msg  # sampler.type: bayes is W&B's tpe, not cmaes
             raise SpecError(self.source, key, val, msg)
         return val
 
@@ -542,7 +552,11 @@ class _Validator:
         try:
             check()
         except OptionError as e:
-            raise SpecError(self.source, _dot(where, e.option), e.value, e.message) from None
+            message = e.message
+            foreign = key_hint(where.split(".")[0], e.option) if e.unknown else None
+            if foreign:  # eta, grace_period, min_iter, ...: another tool's name for an option
+                message = f"unknown option; {foreign}"
+            raise SpecError(self.source, _dot(where, e.option), e.value, message) from None
 
     def plain(self, val: Any, key: str) -> None:
         """YAML's plain data only (what JSON can store with the study), floats finite.

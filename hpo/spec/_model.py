@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -46,7 +46,7 @@ class ParamSpec:
         # point is exactly low + i * step and lies inside the distribution.
         return tuple(cast(low + i * step) for i in range(self.grid_count()))
 
-    def _grid_range(self) -> tuple[Decimal, type, Decimal]:
+    def _grid_range(self) -> tuple[Decimal, Callable[[Decimal], Scalar], Decimal]:
         assert self.low is not None and self.high is not None  # guaranteed by validation
         step = Decimal(str(self.step if self.step is not None else 1))
         return Decimal(str(self.low)), int if self.type == "int" else float, step

@@ -61,8 +61,17 @@ workers_table = sa.Table(
 
 
 def resolve_url(cli: str | None, spec_storage: str | None = None) -> str:
-    """Flag, then HPO_STORAGE, then the spec's ``storage``, then the SQLite default."""
-    return cli or os.environ.get("HPO_STORAGE") or spec_storage or DEFAULT_STORAGE
+    """The one rule for which storage a command uses, the first of:
+
+    ``--storage``, ``HPO_STORAGE``, the spec's ``storage:`` (a command given a spec), the URL
+    ``.hpo/storage`` in the working directory remembers (written by ``hpo create``/``hpo
+    run``), then ``sqlite:///hpo.db``.
+    """
+    from hpo.storage._here import remembered_url
+
+    return (
+        cli or os.environ.get("HPO_STORAGE") or spec_storage or remembered_url() or DEFAULT_STORAGE
+    )
 
 
 def mask(url: str) -> str:

@@ -20,7 +20,7 @@ from hpo.training._data import (
     stratified_split,
 )
 from hpo.training._device import resolve_device, seed_everything
-from hpo.training._loop import evaluate, train
+from hpo.training._loop import MODEL_METRICS, evaluate, train
 from hpo.training._metrics import (
     CM_METRICS,
     METRIC_NAMES,
@@ -34,6 +34,7 @@ __all__ = [
     "CM_METRICS",
     "DIRECTIONS",
     "METRIC_NAMES",
+    "MODEL_METRICS",
     "OPTIMIZERS",
     "SCHEDULERS",
     "SKLEARN_DATASETS",

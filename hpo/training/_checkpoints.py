@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpo.context import TrialContext
+from hpo.context import TrialContext, untracked
 from hpo.training._config import TrainConfig
 
 _CHECKPOINT_FORMAT = 1
@@ -117,7 +117,7 @@ def fingerprint(ctx: TrialContext) -> str:
     ``epochs`` is left out on purpose: nothing in the loop depends on it but where it
     stops, so a finished trial can be resumed with a larger budget and continue exactly.
     """
-    params = {k: v for k, v in ctx.params.items() if k != "epochs"}
+    params = {k: v for k, v in untracked(ctx.params).items() if k != "epochs"}
     return json.dumps(
         {"params": params, "seed": ctx.seed, "metrics": list(ctx.metrics)},
         sort_keys=True,

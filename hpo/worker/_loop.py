@@ -397,6 +397,11 @@ class Worker:
             proc.running.started = time.monotonic()
             self._storage.set_trial_start(proc.running.trial._trial_id, dt.datetime.now())
         self._count(state)
+        if outcome.warning:
+            log.warning("trial %d: %s", running.trial.number, outcome.warning)
+        if outcome.stop_study:  # every trial would be as wrong: stop the study, all workers
+            self.study.budget.request_stop("graceful")
+            self._draining = self.summary.fatal = self.summary.fatal or outcome.stop_study
         d = outcome.duration_s
         self._typical_s = d if self._typical_s is None else 0.8 * self._typical_s + 0.2 * d
         log.info(

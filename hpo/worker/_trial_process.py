@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import dataclasses
 import datetime as dt
 import math
 import os
@@ -28,7 +29,7 @@ import optuna
 from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
 from optuna.trial import BaseTrial
 
-from hpo.context import TrialContext
+from hpo.context import TrackedParams, TrialContext
 
 #: Set by the worker before its first trial process starts: the objective's module, which
 #: the forkserver (``hpo.worker._forkserver``) imports once for all of them.
@@ -61,10 +62,19 @@ class TrialOutcome:
     reason: str | None = None
     duration_s: float = 0.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Set when this trial shows that every trial would be wrong (a searched parameter the
+    # objective never reads, a suggest_* that disagrees with the spec): the worker fails
+    # the trial with this reason and stops the study instead of spending its budget.
+    stop_study: str | None = None
+    warning: str | None = None  # for the worker's log (fixed keys nothing read)
 
 
 class RemoteError(RuntimeError):
     """An Optuna call the worker made on this trial's behalf raised."""
+
+
+class DistributionMismatch(ValueError):
+    """The objective's suggest_* for a searched parameter differs from the spec's."""
 
 
 class _Link:
@@ -122,6 +132,11 @@ class RemoteTrial(BaseTrial):
         self._dists = {k: json_to_distribution(v) for k, v in job.distributions.items()}
         self._user_attrs = dict(job.user_attrs)
         self._system_attrs = dict(job.system_attrs)
+        # The spec's search space, as sampled by the worker: what suggest_* must agree with.
+        self._space = dict(self._dists)
+        self.suggested: set[str] = set()
+        self.params_read = False  # trial.params was read: every sampled value counts as used
+        self.stop_reason: str | None = None
 
     # -- sampling ----------------------------------------------------------------------
     def suggest_float(
@@ -153,6 +168,17 @@ class RemoteTrial(BaseTrial):
         return self._suggest(name, CategoricalDistribution(choices))
 
     def _suggest(self, name: str, dist: BaseDistribution) -> Any:
+        self.suggested.add(name)
+        spec = self._space.get(name)
+        if spec is not None and spec != dist:
+            # Optuna would keep the spec's value silently (a float outside the objective's
+            # own range) or fail every trial without naming the parameter (categorical).
+            self.stop_reason = (
+                f"search_space.{name}: the objective asks for {_shown(dist)} but the spec "
+                f"searches {_shown(spec)}; make them the same, or leave {name!r} out of "
+                "search_space so the objective's own suggest_* samples it"
+            )
+            raise DistributionMismatch(self.stop_reason)
         if name in self._params and self._dists.get(name) == dist:
             return self._params[name]
         value = self._call("suggest", name, distribution_to_json(dist))
@@ -196,6 +222,7 @@ class RemoteTrial(BaseTrial):
 
     @property
     def params(self) -> dict[str, Any]:
+        self.params_read = True
         return dict(self._params)
 
     @property
@@ -260,10 +287,11 @@ def run_trial(
 ) -> TrialOutcome:
     """Call the objective and map how it ended to a trial state, the way Optuna does."""
     trial = RemoteTrial(link, job)
+    ctx = dataclasses.replace(job.context, params=TrackedParams(job.context.params))
     start = time.perf_counter()
     n = len(job.context.directions)
     try:
-        result = objective(trial) if arity == 1 else objective(trial, job.context)
+        result = objective(trial) if arity == 1 else objective(trial, ctx)
         values = _as_values(result, n)
         state, reason = "COMPLETE", None
     except optuna.TrialPruned as e:
@@ -273,13 +301,88 @@ def run_trial(
     except Exception as e:  # an objective may raise anything; the trial fails, we go on
         values, state, reason = None, "FAIL", f"{type(e).__name__}: {' '.join(str(e).split())}"
         _release_memory(e)
+    # Only a completed trial shows what the objective reads: a failed or pruned one may have
+    # stopped before it read the rest (an objective that prunes bad combinations up front).
+    complete = state == "COMPLETE"
+    stop = trial.stop_reason or (_never_read(job, trial, ctx) if complete else None)
+    unused = _unused_fixed(job, ctx, arity) if complete and stop is None else []
+    if unused:
+        trial.set_user_attr("unused_fixed", unused)
+    if stop is not None:
+        values, state, reason = None, "FAIL", stop
     return TrialOutcome(
         trial_id=job.trial_id,
         state=state,
         values=values,
         reason=reason,
         duration_s=time.perf_counter() - start,
+        stop_study=stop,
+        warning=_unused_warning(unused, arity),
     )
+
+
+def _unused_warning(unused: list[str], arity: int) -> str | None:
+    if not unused:
+        return None
+    who = "a plain objective f(trial) cannot read" if arity == 1 else "the objective never read"
+    return f"fixed keys {who}: {', '.join(unused)}"
+
+
+def _ctx_read(ctx: TrialContext) -> set[str]:
+    return ctx.params.read if isinstance(ctx.params, TrackedParams) else set(ctx.params)
+
+
+def _never_read(job: TrialJob, trial: RemoteTrial, ctx: TrialContext) -> str | None:
+    """Why the study must stop: a searched parameter this completed trial never read."""
+    if trial.params_read:
+        return None  # it read trial.params, the searched values all at once
+    read = _ctx_read(ctx) | trial.suggested
+    unread = [name for name in job.params if name not in read]
+    if not unread:
+        return None
+    name = unread[0]
+    hint = _closest(name, trial, ctx, exclude=set(job.params))
+    return (
+        f"search_space.{name}: trial {job.number} completed without reading it"
+        + (f" (did you mean {hint!r}?)" if hint else "")
+        + "; every trial would ignore it, so the study is stopped"
+        + ("" if hint else "; a parameter read only under a condition must still be read")
+    )
+
+
+def _unused_fixed(job: TrialJob, ctx: TrialContext, arity: int) -> list[str]:
+    """Fixed keys nothing read (a plain objective ``f(trial)`` cannot see any of them)."""
+    fixed = [k for k in job.context.params if k not in job.params]
+    return [k for k in fixed if arity == 1 or k not in _ctx_read(ctx)]
+
+
+def _closest(name: str, trial: RemoteTrial, ctx: TrialContext, exclude: set[str]) -> str | None:
+    """A key the objective looked for, or the training loop reads, that ``name`` may mean."""
+    from hpo.objectives import closest_param
+
+    known = set(trial.suggested)
+    if isinstance(ctx.params, TrackedParams):
+        known |= ctx.params.asked
+    if "torch" in sys.modules:  # the training loop's keys, when the objective may use it
+        with contextlib.suppress(Exception):
+            from hpo.training import TrainConfig
+
+            known |= {f.name for f in dataclasses.fields(TrainConfig)}
+    return closest_param(name, known - exclude)
+
+
+def _shown(dist: BaseDistribution) -> str:
+    """A distribution as a spec writes it."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return f"categorical {list(dist.choices)}"
+    kind = "int" if isinstance(dist, IntDistribution) else "float"
+    low, high, step, log = (getattr(dist, k, None) for k in ("low", "high", "step", "log"))
+    extra = (", log: true" if log else "") + (
+        f", step: {step:g}" if step is not None and not (kind == "int" and step == 1) else ""
+    )
+    return f"{kind} [{low:g}, {high:g}{extra}]" if low is not None else repr(dist)
 
 
 def _as_values(result: Any, n: int) -> tuple[float, ...]:
