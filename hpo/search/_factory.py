@@ -58,11 +58,16 @@ def check_pruner_options(name: str, opts: Mapping[str, Any]) -> None:
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     opts = dict(spec.sampler.options)
     check_sampler_options(spec.sampler.type, opts)
+    from hpo._optuna import internals_supported
+
     cls = sampler_class(spec.sampler.type)
     if spec.sampler.type == "tpe":
-        from hpo.search._tpe import IncrementalTPESampler
+        if internals_supported():
+            # Imported here only: on an Optuna release hpo was not tested with, hpo never
+            # imports the Optuna internals it builds on.
+            from hpo.search._tpe import IncrementalTPESampler
 
-        cls = IncrementalTPESampler  # Optuna's TPE, each finished trial read once: same samples
+            cls = IncrementalTPESampler  # Optuna's TPE, each finished trial read once
         # Several workers ask at once; without the liar they all sample next to the same
         # best point. Optuna's docs recommend it for parallel TPE.
         opts.setdefault("constant_liar", True)
@@ -74,9 +79,11 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
 def make_pruner(p: PrunerSpec) -> optuna.pruners.BasePruner:
     opts = dict(p.options)
     check_pruner_options(p.type, opts)
+    from hpo._optuna import internals_supported
+
     cls = pruner_class(p.type)
-    if p.type == "hyperband":
-        from hpo.search._hyperband import HyperbandPruner
+    if p.type == "hyperband" and internals_supported():
+        from hpo.search._hyperband import HyperbandPruner  # here only, as the sampler above
 
         cls = HyperbandPruner  # Optuna's, each trial's bracket computed once: same decisions
     if p.type == "patient":
