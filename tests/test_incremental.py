@@ -428,3 +428,80 @@ def test_hyperband_bracket_study_allows_only_what_a_pruner_reads(
             getattr(bracket, name)
     _reads_the_bracket(bracket)
     assert bracket.direction == study.direction and bracket.study_name == study.study_name
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_incremental_tpe_splits_infeasible_trials_as_optuna(direction: str) -> None:
+    """Trials with a positive constraint violation (``trial.set_constraint``) form Optuna's
+    third group, filled into "below" after the complete and pruned ones, least violation
+    first; ties are common, some trials stay running."""
+
+    def run(cls: type[optuna.samplers.TPESampler]) -> list[tuple[Any, ...]]:
+        sampler = cls(seed=4, constant_liar=True, multivariate=True, n_startup_trials=4)
+        study = optuna.create_study(direction=direction, sampler=sampler)
+        script = random.Random(2)
+        log: list[tuple[Any, ...]] = []
+        running: list[optuna.Trial] = []
+        for _ in range(70):
+            trial = study.ask(SPACE)
+            log.append(tuple(sorted(trial.params.items())))
+            trial.set_constraint("c", script.choice([-1.0, 0.0, 0.5, 1.0, 2.0]))
+            if script.random() < 0.2:
+                running.append(trial)
+                continue
+            if script.random() < 0.3:
+                trial.report(_base(trial), 1)
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, _base(trial))
+            if running and script.random() < 0.3:
+                late = running.pop(0)
+                study.tell(late, _base(late))
+        return log
+
+    assert run(IncrementalTPESampler) == run(optuna.samplers.TPESampler)
+
+
+class _CountingReads(list):  # type: ignore[type-arg]
+    """A study's read that counts how many of its trials are looked at."""
+
+    looked = 0
+
+    def __getitem__(self, i: Any) -> Any:
+        _CountingReads.looked += 1
+        return super().__getitem__(i)
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the whole read walked")
+
+
+def test_tpe_looks_only_at_new_trials_per_ask() -> None:
+    """At each ask TPE's history looks at the trials from the first one running at the last
+    read on, and at the few new ones below it: never at the whole study again."""
+    from hpo.search._tpe import _History
+
+    def done(number: int) -> FrozenTrial:
+        t = _frozen(number, TrialState.COMPLETE)
+        t.value, t.params, t.distributions = float(number % 7), {"x": 0.0}, {"x": SPACE["x"]}
+        return t
+
+    history = _History({"x": SPACE["x"]}, maximize=False)
+    # Trial 4900 waits (enqueued: not in a read of finished and running trials), 4990 runs.
+    trials = [done(n) for n in range(5000) if n != 4900]
+    trials[4989] = _frozen(4990, TrialState.RUNNING)
+    assert history.catch_up(_CountingReads(trials)) == [trials[4989]]
+    assert len(history.number) == 4998
+    # Then 4900 ran and finished, behind 4990 (the first one running at the last read), and
+    # 4990 and one more finished, and another one runs.
+    trials.insert(4900, done(4900))
+    trials[4990] = done(4990)
+    trials += [done(5000), _frozen(5001, TrialState.RUNNING)]
+    _CountingReads.looked = 0
+    running = history.catch_up(_CountingReads(trials))
+    assert running == [trials[-1]] and len(history.number) == 4998 + 3
+    assert _CountingReads.looked < 200  # about 90 down to 4900, a dozen up from 4990
+    # And it holds what a history that read the study once, now, holds.
+    fresh = _History({"x": SPACE["x"]}, maximize=False)
+    assert fresh.catch_up(trials) == running
+    for ours, theirs in zip(history.split(700), fresh.split(700), strict=True):
+        assert history.number[ours].tolist() == fresh.number[theirs].tolist()

@@ -49,11 +49,6 @@ class HyperbandPruner(optuna.pruners.HyperbandPruner):
             for p in self._pruners
         ]
 
-    def _get_bracket_id(self, study: optuna.Study, trial: FrozenTrial) -> int:
-        if not self._pruners:  # not initialised yet: Optuna's answer, and nothing to keep
-            return 0
-        return self._brackets(study.study_name, trial.number + 1).of[trial.number]
-
     def _brackets(self, study_name: str, upto: int) -> _Brackets:
         """The brackets of this study's trials numbered below ``upto`` (at least); only once
         the pruner is initialised, when the number of brackets is known."""
@@ -63,7 +58,8 @@ class HyperbandPruner(optuna.pruners.HyperbandPruner):
             by_study[study_name] = _Brackets(self._n_brackets)
         brackets = by_study[study_name]
         for number in range(len(brackets.of), upto):
-            hashed = super()._get_bracket_id(_Named(study_name), _Numbered(number))  # type: ignore[arg-type]
+            # Optuna's hash (or whatever replaces it), once per trial: it reads only these two.
+            hashed = self._get_bracket_id(_Named(study_name), _Numbered(number))  # type: ignore[arg-type]
             brackets.members[hashed].append(number)
             brackets.of.append(hashed)
         return brackets
@@ -238,10 +234,11 @@ class _BracketStudy(optuna.Study):
         trials = self._get_trials(deepcopy=deepcopy, states=states)
         if not trials:
             return trials
-        if not self._hyperband._pruners:
-            # Not initialised yet (max_resource "auto" before a trial completes): every trial
-            # is in bracket 0, as Optuna's _get_bracket_id says then.
-            return trials if self._bracket_id == 0 else []
+        hyperband = self._hyperband
+        if not hyperband._pruners:
+            # Not initialised yet (before the first prune; with max_resource "auto", before a
+            # trial completes): no brackets to keep yet, so Optuna's filter as it stands.
+            return [t for t in trials if hyperband._get_bracket_id(self, t) == self._bracket_id]
         brackets = self._hyperband._brackets(self._name, trials[-1].number + 1)
         if trials[-1].number == len(trials) - 1:
             # Numbers 0..n-1 in order (the whole study): a trial's number is its index.
