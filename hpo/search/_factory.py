@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hpo.search._registry import PRUNER_CLASSES, SAMPLER_CLASSES
@@ -60,7 +60,7 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     check_sampler_options(spec.sampler.type, opts)
     from hpo._optuna import internals_supported
 
-    cls = sampler_class(spec.sampler.type)
+    cls: Callable[..., optuna.samplers.BaseSampler] = sampler_class(spec.sampler.type)
     if spec.sampler.type == "tpe":
         if internals_supported():
             # Imported here only: on an Optuna release hpo was not tested with, hpo never
@@ -81,7 +81,7 @@ def make_pruner(p: PrunerSpec) -> optuna.pruners.BasePruner:
     check_pruner_options(p.type, opts)
     from hpo._optuna import internals_supported
 
-    cls = pruner_class(p.type)
+    cls: Callable[..., optuna.pruners.BasePruner] = pruner_class(p.type)
     if p.type == "hyperband" and internals_supported():
         from hpo.search._hyperband import HyperbandPruner  # here only, as the sampler above
 

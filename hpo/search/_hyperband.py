@@ -123,7 +123,7 @@ class _Rungs:
         if not _regular(value):
             self.irregular.add(key)
             return
-        bisect.insort(self.values.setdefault(key, []), value)  # type: ignore[type-var]
+        bisect.insort(self.values.setdefault(key, []), value)  # type: ignore[call-overload]
 
     def competing(
         self, trials: list[FrozenTrial], brackets: _Brackets, bracket: int, rung_key: str, me: int

@@ -139,7 +139,8 @@ class _Continuous:
     """
 
     def __init__(self, mixture: Mixture, x: np.ndarray, columns: list[int]) -> None:
-        dists = [mixture.distributions[i] for i in columns]
+        # The truncated normals of these columns (no categorical among them).
+        dists: list[Any] = [mixture.distributions[i] for i in columns]
         # Optuna's own per-kernel arrays (kernels x parameters), computed as it computes them.
         self.mus = np.asarray([d.mu for d in dists]).T
         self.sigmas = np.asarray([d.sigma for d in dists]).T

@@ -63,7 +63,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
-    kept, dropped = [], []
+    kept: list[Any] = []
+    dropped: list[Any] = []
     for item in items:
         (dropped if item.nodeid in DESELECTED else kept).append(item)
     missing = set(DESELECTED) - {item.nodeid for item in dropped}
