@@ -149,10 +149,10 @@ class _History:
         best complete trials first, then the best pruned ones, then the least infeasible."""
         below, above = [], []
         for order in self.orders:
-            n = min(max(0, n_below), len(order.rows))
+            n = min(n_below, len(order.rows))  # a negative n (a custom gamma) slices as Optuna's
             below.append(order.rows[:n])
             above.append(order.rows[n:])
-            n_below -= n
+            n_below = max(0, n_below - len(below[-1]))
         return np.concatenate(below), np.concatenate(above)
 
 
