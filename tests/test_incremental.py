@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any
 
@@ -156,10 +156,12 @@ def test_hyperband_prunes_what_optuna_prunes(options: dict[str, Any]) -> None:
 
 
 def test_same_decisions_through_the_workers_storage(tmp_path: Path) -> None:
-    """The worker's storage (its cached, batched view of a real database) changes nothing."""
+    """hpo's classes on the worker's storage (its cached, batched view of a real database)
+    decide as Optuna's own classes on Optuna's own storage."""
 
     def storage(name: str) -> optuna.storages.BaseStorage:
-        return WorkerStorage(optuna.storages.RDBStorage(f"sqlite:///{tmp_path / name}.db"))
+        rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / name}.db")
+        return WorkerStorage(rdb) if name == "ours" else rdb
 
     def tpe(cls: type[optuna.samplers.TPESampler]) -> Callable[[], optuna.samplers.BaseSampler]:
         return lambda: cls(seed=3, constant_liar=True, multivariate=True, n_startup_trials=5)
@@ -325,3 +327,181 @@ def _frozen(number: int, state: TrialState) -> FrozenTrial:
         intermediate_values={},
         trial_id=number,
     )
+
+
+class _FinishesATrialAfterARead(optuna.storages.InMemoryStorage):
+    """Optuna's in-memory storage, on which another worker finishes a running trial right after
+    the sampler's first read of the study's trials by state (a race, made to happen every time).
+    (An RDBStorage would do, but create_study puts its cache in front of it.)"""
+
+    finish: tuple[int, float] | None = None  # (trial id, value) to finish after the next read
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        trials = super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        if self.finish is not None and states is not None and TrialState.COMPLETE in states:
+            trial_id, value = self.finish
+            self.finish = None
+            self.set_trial_state_values(trial_id, TrialState.COMPLETE, [value])
+        return trials
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tpe_sees_a_trial_that_finishes_during_the_ask(seed: int) -> None:
+    """A trial that finishes while another worker asks is seen once, as running or as
+    finished, as Optuna's one read sees it; never missed."""
+
+    def ask_during_race(cls: type[optuna.samplers.TPESampler]) -> dict[str, Any]:
+        storage = _FinishesATrialAfterARead()
+        sampler = cls(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=5)
+        study = optuna.create_study(storage=storage, sampler=sampler, study_name="s")
+        script = random.Random(seed)
+        for _ in range(12):
+            study.enqueue_trial({"x": script.uniform(-5, 5)})
+            trial = study.ask({"x": SPACE["x"]})
+            study.tell(trial, abs(trial.params["x"] - 1.0))
+        # A trial close to the best, still running when the next ask starts.
+        study.enqueue_trial({"x": 1.0 + script.uniform(-0.5, 0.5)})
+        racing = study.ask({"x": SPACE["x"]})
+        storage.finish = (racing._trial_id, 0.0)
+        return study.ask({"x": SPACE["x"]}).params
+
+    ours = ask_during_race(IncrementalTPESampler)
+    theirs = ask_during_race(optuna.samplers.TPESampler)
+    assert ours == theirs
+
+
+def _reads_the_bracket(study: optuna.Study) -> None:
+    """What a sampler or callback may do with the study Hyperband hands it."""
+    assert isinstance(study.trials, list)
+    assert isinstance(study.get_trials(deepcopy=False), list)
+
+
+class _SamplerReadingTheStudy(optuna.samplers.RandomSampler):
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, name: str, dist: Any
+    ) -> Any:
+        _reads_the_bracket(study)
+        return super().sample_independent(study, trial, name, dist)
+
+
+@pytest.mark.parametrize("pruner_class", [HyperbandPruner, optuna.pruners.HyperbandPruner])
+def test_hyperband_bracket_study_can_be_read_before_the_pruner_starts(
+    pruner_class: type[optuna.pruners.HyperbandPruner],
+) -> None:
+    """Before the first trial completes (max_resource auto), samplers already get a bracket
+    study; reading its trials works, as in Optuna, and so it does after."""
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        for step in range(4):
+            trial.report(x / (step + 1), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x
+
+    study = optuna.create_study(sampler=_SamplerReadingTheStudy(seed=0), pruner=pruner_class())
+    study.optimize(objective, n_trials=12)
+    assert len(study.trials) == 12
+
+
+@pytest.mark.parametrize("pruner_class", [HyperbandPruner, optuna.pruners.HyperbandPruner])
+def test_hyperband_bracket_study_allows_only_what_a_pruner_reads(
+    pruner_class: type[optuna.pruners.HyperbandPruner],
+) -> None:
+    """Optuna's guard: a bracket study is a read-only view for its pruner; optimizing it or
+    writing its attributes is an AttributeError, not a write to the real study."""
+    pruner = pruner_class(min_resource=1, max_resource=9)
+    study = optuna.create_study(pruner=pruner)
+    for _ in range(3):
+        trial = study.ask({"x": SPACE["x"]})
+        trial.report(1.0, 1)
+        trial.should_prune()
+        study.tell(trial, 1.0)
+    bracket = pruner._create_bracket_study(study, 0)
+    for name in ("optimize", "set_user_attr", "user_attrs", "system_attrs", "trials_dataframe"):
+        with pytest.raises(AttributeError):
+            getattr(bracket, name)
+    _reads_the_bracket(bracket)
+    assert bracket.direction == study.direction and bracket.study_name == study.study_name
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_incremental_tpe_splits_infeasible_trials_as_optuna(direction: str) -> None:
+    """Trials with a positive constraint violation (``trial.set_constraint``) form Optuna's
+    third group, filled into "below" after the complete and pruned ones, least violation
+    first; ties are common, some trials stay running."""
+
+    def run(cls: type[optuna.samplers.TPESampler]) -> list[tuple[Any, ...]]:
+        sampler = cls(seed=4, constant_liar=True, multivariate=True, n_startup_trials=4)
+        study = optuna.create_study(direction=direction, sampler=sampler)
+        script = random.Random(2)
+        log: list[tuple[Any, ...]] = []
+        running: list[optuna.Trial] = []
+        for _ in range(70):
+            trial = study.ask(SPACE)
+            log.append(tuple(sorted(trial.params.items())))
+            trial.set_constraint("c", script.choice([-1.0, 0.0, 0.5, 1.0, 2.0]))
+            if script.random() < 0.2:
+                running.append(trial)
+                continue
+            if script.random() < 0.3:
+                trial.report(_base(trial), 1)
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, _base(trial))
+            if running and script.random() < 0.3:
+                late = running.pop(0)
+                study.tell(late, _base(late))
+        return log
+
+    assert run(IncrementalTPESampler) == run(optuna.samplers.TPESampler)
+
+
+class _CountingReads(list):  # type: ignore[type-arg]
+    """A study's read that counts how many of its trials are looked at."""
+
+    looked = 0
+
+    def __getitem__(self, i: Any) -> Any:
+        _CountingReads.looked += 1
+        return super().__getitem__(i)
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the whole read walked")
+
+
+def test_tpe_looks_only_at_new_trials_per_ask() -> None:
+    """At each ask TPE's history looks at the trials from the first one running at the last
+    read on, and at the few new ones below it: never at the whole study again."""
+    from hpo.search._tpe import _History
+
+    def done(number: int) -> FrozenTrial:
+        t = _frozen(number, TrialState.COMPLETE)
+        t.value, t.params, t.distributions = float(number % 7), {"x": 0.0}, {"x": SPACE["x"]}
+        return t
+
+    history = _History({"x": SPACE["x"]}, maximize=False)
+    # Trial 4900 waits (enqueued: not in a read of finished and running trials), 4990 runs.
+    trials = [done(n) for n in range(5000) if n != 4900]
+    trials[4989] = _frozen(4990, TrialState.RUNNING)
+    assert history.catch_up(_CountingReads(trials)) == [trials[4989]]
+    assert len(history.number) == 4998
+    # Then 4900 ran and finished, behind 4990 (the first one running at the last read), and
+    # 4990 and one more finished, and another one runs.
+    trials.insert(4900, done(4900))
+    trials[4990] = done(4990)
+    trials += [done(5000), _frozen(5001, TrialState.RUNNING)]
+    _CountingReads.looked = 0
+    running = history.catch_up(_CountingReads(trials))
+    assert running == [trials[-1]] and len(history.number) == 4998 + 3
+    assert _CountingReads.looked < 200  # about 90 down to 4900, a dozen up from 4990
+    # And it holds what a history that read the study once, now, holds.
+    fresh = _History({"x": SPACE["x"]}, maximize=False)
+    assert fresh.catch_up(trials) == running
+    for ours, theirs in zip(history.split(700), fresh.split(700), strict=True):
+        assert history.number[ours].tolist() == fresh.number[theirs].tolist()

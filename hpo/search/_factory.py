@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hpo.search._domains import OptionError, check_pruner_domain, check_sampler_domain
@@ -55,11 +55,16 @@ def check_pruner_options(name: str, opts: Mapping[str, Any]) -> None:
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     opts = dict(spec.sampler.options)
     check_sampler_options(spec.sampler.type, opts)
-    cls = sampler_class(spec.sampler.type)
-    if spec.sampler.type == "tpe":
-        from hpo.search._tpe import IncrementalTPESampler
+    from hpo._optuna import internals_supported
 
-        cls = IncrementalTPESampler  # Optuna's TPE, each finished trial read once: same samples
+    cls: Callable[..., optuna.samplers.BaseSampler] = sampler_class(spec.sampler.type)
+    if spec.sampler.type == "tpe":
+        if internals_supported():
+            # Imported here only: on an Optuna release hpo was not tested with, hpo never
+            # imports the Optuna internals it builds on.
+            from hpo.search._tpe import IncrementalTPESampler
+
+            cls = IncrementalTPESampler  # Optuna's TPE, each finished trial read once
         # Several workers ask at once; without the liar they all sample next to the same
         # best point. Optuna's docs recommend it for parallel TPE.
         opts.setdefault("constant_liar", True)
@@ -71,9 +76,11 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
 def make_pruner(p: PrunerSpec) -> optuna.pruners.BasePruner:
     opts = dict(p.options)
     check_pruner_options(p.type, opts)
-    cls = pruner_class(p.type)
-    if p.type == "hyperband":
-        from hpo.search._hyperband import HyperbandPruner
+    from hpo._optuna import internals_supported
+
+    cls: Callable[..., optuna.pruners.BasePruner] = pruner_class(p.type)
+    if p.type == "hyperband" and internals_supported():
+        from hpo.search._hyperband import HyperbandPruner  # here only, as the sampler above
 
         cls = HyperbandPruner  # Optuna's, each trial's bracket computed once: same decisions
     if p.type == "patient":

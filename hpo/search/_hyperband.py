@@ -8,7 +8,9 @@ most of a worker's pruning cost. A trial's bracket never changes and a finished 
 values never change, so :class:`HyperbandPruner` computes each trial's bracket once and keeps
 the finished trials' rung values sorted, per bracket and rung; only the trials still running
 are read at each rung. Brackets, rungs and decisions are Optuna's own
-(``tests/test_incremental.py`` compares the two).
+(``tests/test_incremental.py`` compares the two, and ``make optuna-contract`` runs Optuna's own
+Hyperband tests against it). Optuna's private names are imported in :mod:`hpo._optuna._pruners`
+only.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Container
+from typing import Any
 
 import optuna
-from optuna.pruners._successive_halving import (
-    _completed_rung_key,
-    _get_current_rung,
-    _is_trial_promotable_to_next_rung,
-)
 from optuna.trial import FrozenTrial, TrialState
 
-_RUNG_PREFIX = "completed_rung_"
+from hpo._optuna._pruners import (
+    BRACKET_STUDY_ATTRS,
+    RUNG_PREFIX,
+    completed_rung_key,
+    current_rung,
+    promotable_to_next_rung,
+)
 
 
 class HyperbandPruner(optuna.pruners.HyperbandPruner):
@@ -45,21 +49,19 @@ class HyperbandPruner(optuna.pruners.HyperbandPruner):
             for p in self._pruners
         ]
 
-    def _get_bracket_id(self, study: optuna.Study, trial: FrozenTrial) -> int:
-        if not self._pruners:  # not initialised yet: Optuna's answer, and nothing to keep
-            return 0
-        return self._brackets(study.study_name, trial.number + 1).of[trial.number]
-
     def _brackets(self, study_name: str, upto: int) -> _Brackets:
-        """The brackets of this study's trials numbered below ``upto`` (at least)."""
+        """The brackets of this study's trials numbered below ``upto`` (at least); only once
+        the pruner is initialised, when the number of brackets is known."""
+        assert self._pruners and self._n_brackets is not None
         by_study: dict[str, _Brackets] = self.__dict__.setdefault("_hpo_brackets", {})
         if study_name not in by_study:
-            by_study[study_name] = _Brackets(self._n_brackets or 0)
+            by_study[study_name] = _Brackets(self._n_brackets)
         brackets = by_study[study_name]
         for number in range(len(brackets.of), upto):
-            hashed = super()._get_bracket_id(_Named(study_name), _Numbered(number))  # type: ignore[arg-type]
-            brackets.of.append(hashed)
+            # Optuna's hash (or whatever replaces it), once per trial: it reads only these two.
+            hashed = self._get_bracket_id(_Named(study_name), _Numbered(number))  # type: ignore[arg-type]
             brackets.members[hashed].append(number)
+            brackets.of.append(hashed)
         return brackets
 
     def _rungs(self, study: optuna.Study) -> _Rungs:
@@ -111,7 +113,7 @@ class _Rungs:
                 self.counted.add(t.number)
                 bracket = brackets.of[t.number]
                 for key, value in t.system_attrs.items():
-                    if key.startswith(_RUNG_PREFIX):
+                    if key.startswith(RUNG_PREFIX):
                         self._add((bracket, key), value)
         while self.upto in self.counted:
             self.counted.remove(self.upto)
@@ -121,31 +123,34 @@ class _Rungs:
         if not _regular(value):
             self.irregular.add(key)
             return
-        bisect.insort(self.values.setdefault(key, []), value)  # type: ignore[type-var]
+        bisect.insort(self.values.setdefault(key, []), value)  # type: ignore[call-overload]
 
     def competing(
-        self, trials: list[FrozenTrial], brackets: _Brackets, bracket: int, rung_key: str
+        self, trials: list[FrozenTrial], brackets: _Brackets, bracket: int, rung_key: str, me: int
     ) -> list[float]:
         """The rung values of the bracket's trials, as Optuna's ``_get_competing_values``
-        collects them (in another order, the same once sorted), the trial's own not added."""
+        collects them (in another order, the same once sorted), the trial's own (number
+        ``me``) not added."""
         running = [
             t.system_attrs[rung_key]
             for t in trials[self.upto :]
             if t.number not in self.counted
+            and t.number != me
             and brackets.of[t.number] == bracket
             and rung_key in t.system_attrs
         ]
         if (bracket, rung_key) in self.irregular or not all(map(_regular, running)):
-            return _collect(trials, brackets, bracket, rung_key)
+            return _collect(trials, brackets, bracket, rung_key, me)
         return [*self.values.get((bracket, rung_key), ()), *running]
 
 
 def _collect(
-    trials: list[FrozenTrial], brackets: _Brackets, bracket: int, rung_key: str
+    trials: list[FrozenTrial], brackets: _Brackets, bracket: int, rung_key: str, me: int
 ) -> list[float]:
-    """Optuna's ``_get_competing_values`` over the bracket's trials, in trial order."""
+    """Optuna's ``_get_competing_values`` over the bracket's trials, in trial order, the trial's
+    own (number ``me``) not added."""
     of = brackets.of
-    members = (t for t in trials if of[t.number] == bracket)
+    members = (t for t in trials if of[t.number] == bracket and t.number != me)
     return [t.system_attrs[rung_key] for t in members if rung_key in t.system_attrs]
 
 
@@ -165,7 +170,7 @@ class _SuccessiveHalving(optuna.pruners.SuccessiveHalvingPruner):
         step = trial.last_step
         if step is None:
             return False
-        rung = _get_current_rung(trial)
+        rung = current_rung(trial)
         value = trial.intermediate_values[step]
         trials: list[FrozenTrial] | None = None
         while True:
@@ -179,13 +184,15 @@ class _SuccessiveHalving(optuna.pruners.SuccessiveHalvingPruner):
             if trials is None:
                 # Read once, as Optuna reads its bracket's trials once for all rungs.
                 trials = study.all_trials()
-            rung_key = _completed_rung_key(rung)
+            rung_key = completed_rung_key(rung)
             study._storage.set_trial_system_attr(trial._trial_id, rung_key, value)
-            competing = study.competing_values(trials, rung_key)
+            # The trial's own value once, whether or not the read above already holds the
+            # value just written (a storage that hands out its live trials would show it).
+            competing = study.competing_values(trials, rung_key, trial.number)
             competing.append(value)
             if len(competing) <= self._bootstrap_count:
                 return True
-            if not _is_trial_promotable_to_next_rung(
+            if not promotable_to_next_rung(
                 value, competing, self._reduction_factor, study.direction
             ):
                 return True
@@ -193,7 +200,16 @@ class _SuccessiveHalving(optuna.pruners.SuccessiveHalvingPruner):
 
 
 class _BracketStudy(optuna.Study):
-    """The trials of one bracket, as the bracket's successive-halving pruner reads them."""
+    """The trials of one bracket, as the bracket's successive-halving pruner reads them.
+
+    As Optuna's, a read-only view: it lets a pruner or a sampler read only what Optuna's
+    bracket study lets them read, and every other attribute (``optimize``, ``set_user_attr``,
+    ``user_attrs``, ...) is an ``AttributeError``.
+    """
+
+    _VALID_ATTRS = frozenset(
+        (*BRACKET_STUDY_ATTRS, "_hyperband", "_name", "all_trials", "competing_values")
+    )
 
     def __init__(self, study: optuna.Study, pruner: HyperbandPruner, bracket_id: int) -> None:
         super().__init__(
@@ -207,12 +223,22 @@ class _BracketStudy(optuna.Study):
         self._hyperband = pruner
         self._bracket_id = bracket_id
 
+    def __getattribute__(self, name: str) -> Any:
+        if name not in _BracketStudy._VALID_ATTRS:
+            raise AttributeError(f"_BracketStudy does not have attribute of '{name}'")
+        return object.__getattribute__(self, name)
+
     def get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None
     ) -> list[FrozenTrial]:
         trials = self._get_trials(deepcopy=deepcopy, states=states)
         if not trials:
             return trials
+        hyperband = self._hyperband
+        if not hyperband._pruners:
+            # Not initialised yet (before the first prune; with max_resource "auto", before a
+            # trial completes): no brackets to keep yet, so Optuna's filter as it stands.
+            return [t for t in trials if hyperband._get_bracket_id(self, t) == self._bracket_id]
         brackets = self._hyperband._brackets(self._name, trials[-1].number + 1)
         if trials[-1].number == len(trials) - 1:
             # Numbers 0..n-1 in order (the whole study): a trial's number is its index.
@@ -225,16 +251,17 @@ class _BracketStudy(optuna.Study):
         """Every trial of the study, unfiltered (what Optuna's view filters, read once)."""
         return self._get_trials(deepcopy=False)
 
-    def competing_values(self, trials: list[FrozenTrial], rung_key: str) -> list[float]:
-        """The bracket's values at ``rung_key``, from ``trials`` (:meth:`all_trials`)."""
+    def competing_values(self, trials: list[FrozenTrial], rung_key: str, me: int) -> list[float]:
+        """The bracket's values at ``rung_key``, from ``trials`` (:meth:`all_trials`), but for
+        the value of trial number ``me``."""
         if not trials:
             return []
         brackets = self._hyperband._brackets(self._name, trials[-1].number + 1)
         if trials[-1].number != len(trials) - 1:  # not numbered 0..n-1: no counting ahead
-            return _collect(trials, brackets, self._bracket_id, rung_key)
+            return _collect(trials, brackets, self._bracket_id, rung_key, me)
         rungs = self._hyperband._rungs(self._study)
         rungs.catch_up(trials, brackets)
-        return rungs.competing(trials, brackets, self._bracket_id, rung_key)
+        return rungs.competing(trials, brackets, self._bracket_id, rung_key, me)
 
     def stop(self) -> None:
         self._study.stop()  # stops the real study's loop, as Optuna's bracket view does

@@ -20,13 +20,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from optuna.samplers._tpe import _truncnorm
-from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
-from optuna.samplers._tpe.probability_distributions import (
-    _BatchedCategoricalDistributions,
-    _log_gauss_mass_unique,
-    _MixtureOfProductDistribution,
-    _unique_inverse_2d,
+
+from hpo._optuna._tpe import (
+    NORM_PDF_LOG_C,
+    BatchedCategorical,
+    Mixture,
+    ParzenEstimator,
+    log_gauss_mass,
+    log_gauss_mass_unique,
+    unique_inverse_2d,
 )
 
 # Kernels per block: a candidates x block array is 24 x 1024 doubles (192 KiB) by default, so
@@ -35,14 +37,14 @@ _BLOCK = 1024
 _EXP_ZERO_BELOW = -746.0
 
 
-def log_pdf(estimator: _ParzenEstimator, samples: dict[str, np.ndarray]) -> np.ndarray:
+def log_pdf(estimator: ParzenEstimator, samples: dict[str, np.ndarray]) -> np.ndarray:
     """``estimator.log_pdf(samples)``, the same bits."""
-    if type(estimator) is not _ParzenEstimator:  # a subclass may compute it differently
+    if type(estimator) is not ParzenEstimator:  # a subclass may compute it differently
         return estimator.log_pdf(samples)
-    return _mixture_log_pdf(estimator._mixture_distribution, estimator._transform(samples))
+    return mixture_log_pdf(estimator._mixture_distribution, estimator._transform(samples))
 
 
-def _mixture_log_pdf(mixture: _MixtureOfProductDistribution, x: np.ndarray) -> np.ndarray:
+def mixture_log_pdf(mixture: Mixture, x: np.ndarray) -> np.ndarray:
     """``_MixtureOfProductDistribution.log_pdf(x)``: per candidate and kernel, the discrete
     and categorical parameters' terms in their order, then the continuous ones' sum, then the
     log weight; then a log-sum-exp over the kernels, on the whole array as Optuna does."""
@@ -50,7 +52,7 @@ def _mixture_log_pdf(mixture: _MixtureOfProductDistribution, x: np.ndarray) -> n
     parts: list[_Categorical | _Discrete] = []
     continuous: list[int] = []
     for i, d in enumerate(mixture.distributions):
-        if isinstance(d, _BatchedCategoricalDistributions):
+        if isinstance(d, BatchedCategorical):
             parts.append(_Categorical(d, x[:, i]))
         elif d.step == 0.0:
             continuous.append(i)
@@ -95,7 +97,7 @@ def _exp(v: np.ndarray) -> np.ndarray:
 class _Categorical:
     """log(weight of each candidate's choice) under each kernel."""
 
-    def __init__(self, d: _BatchedCategoricalDistributions, xi: np.ndarray) -> None:
+    def __init__(self, d: BatchedCategorical, xi: np.ndarray) -> None:
         self.weights_t = d.weights.T  # choices x kernels
         self.choice = xi.astype(np.int64)
 
@@ -111,15 +113,15 @@ class _Discrete:
     def __init__(self, d: Any, xi: np.ndarray) -> None:
         step = d.step
         xi_uniq, xi_inv = np.unique(xi, return_inverse=True)
-        mu_uniq, sigma_uniq, self.inv = _unique_inverse_2d(d.mu, d.sigma)
+        mu_uniq, sigma_uniq, self.inv = unique_inverse_2d(d.mu, d.sigma)
         left = np.log(xi_uniq - step / 2) if d.is_log else (xi_uniq - step / 2)
         right = np.log(xi_uniq + step / 2) if d.is_log else (xi_uniq + step / 2)
-        mass = _log_gauss_mass_unique(
+        mass = log_gauss_mass_unique(
             (left[:, np.newaxis] - mu_uniq) / sigma_uniq,
             (right[:, np.newaxis] - mu_uniq) / sigma_uniq,
         )
         self.rows = mass[xi_inv]  # candidates x distinct kernels
-        self.norm = _truncnorm._log_gauss_mass(
+        self.norm = log_gauss_mass(
             (d.adapted_low - mu_uniq) / sigma_uniq, (d.adapted_high - mu_uniq) / sigma_uniq
         )
 
@@ -136,8 +138,9 @@ class _Continuous:
     candidate standardised by the kernel; -inf outside the bounds, NaN for an empty range.
     """
 
-    def __init__(self, mixture: _MixtureOfProductDistribution, x: np.ndarray, columns: list[int]):
-        dists = [mixture.distributions[i] for i in columns]
+    def __init__(self, mixture: Mixture, x: np.ndarray, columns: list[int]) -> None:
+        # The truncated normals of these columns (no categorical among them).
+        dists: list[Any] = [mixture.distributions[i] for i in columns]
         # Optuna's own per-kernel arrays (kernels x parameters), computed as it computes them.
         self.mus = np.asarray([d.mu for d in dists]).T
         self.sigmas = np.asarray([d.sigma for d in dists]).T
@@ -145,7 +148,7 @@ class _Continuous:
         highs = np.asarray([d.adapted_high for d in dists])
         self.a = (lows - self.mus) / self.sigmas
         self.b = (highs - self.mus) / self.sigmas
-        self.log_mass = _truncnorm._log_gauss_mass(self.a, self.b)
+        self.log_mass = log_gauss_mass(self.a, self.b)
         self.log_sigma = np.log(self.sigmas)
         self.empty = self.a == self.b
         self.x = [
@@ -176,7 +179,7 @@ class _Continuous:
             out_of_range = (term[outside] < below) | (term[outside] > above)
             np.square(term, out=term)
             term *= -0.5  # -(z**2) / 2.0: halving and negating are exact
-            term -= _truncnorm._norm_pdf_logC
+            term -= NORM_PDF_LOG_C
             term -= self.log_mass[lo:hi, j]
             term -= self.log_sigma[lo:hi, j]
             if out_of_range.any():

@@ -8,12 +8,15 @@ results in arrays, in Optuna's orders (a new trial is inserted in its place, not
 again), and splits them with numpy. Its candidates are scored with ``hpo.search._parzen.log_pdf``,
 Optuna's log density to the last bit at a fraction of its cost. It samples exactly what
 ``TPESampler`` samples from the same history and seed (``tests/test_incremental.py`` compares
-the two); what it does not cover (several objectives, constraints) takes ``TPESampler``'s own
-path.
+the two, and ``make optuna-contract`` runs Optuna's own TPE tests against it); what it does not
+cover (several objectives, ``constraints_func``) takes ``TPESampler``'s own path.
+
+Optuna's private names are imported in :mod:`hpo._optuna._tpe` only.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -21,73 +24,105 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import TPESampler
-from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
-from optuna.samplers._tpe.sampler import default_gamma
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo._optuna._tpe import ParzenEstimator, default_gamma
 from hpo.search._parzen import log_pdf
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-_RUNNING = (TrialState.RUNNING,)
+# What one read of the study returns for the constant liar: finished and running trials
+# together, as Optuna's TPE reads them, so that a trial finishing meanwhile is seen once.
+_FINISHED_OR_RUNNING = (*_FINISHED, TrialState.RUNNING)
+# The groups of Optuna's split, in the order it fills the "below" group from.
+_COMPLETE, _PRUNED, _INFEASIBLE = 0, 1, 2
 
 
 class _History:
     """Finished trials of one study and search space, one row each, in the order first seen.
 
-    Sort keys follow Optuna's split: a complete trial by its value (best first); a pruned one
-    by the last step it reached (furthest first), then its value there (NaN last), and one
-    that reported nothing after all others.
+    Rows fall in Optuna's three groups, each with its sort key: a complete trial by its value
+    (best first); a pruned one by the last step it reached (furthest first), then its value
+    there (NaN last), and one that reported nothing after all others; an infeasible one (a
+    positive sum of constraint violations) by that sum, whatever its state.
     """
 
     def __init__(self, search_space: dict[str, BaseDistribution], maximize: bool) -> None:
         self.space = search_space
         self.sign = -1.0 if maximize else 1.0
         self.seen: set[int] = set()
-        self._rows: list[tuple[int, bool, float, float, tuple[float, ...] | None]] = []
+        self._rows: list[tuple[int, int, float, float, tuple[float, ...] | None]] = []
         self.number = np.empty(0, dtype=np.int64)
-        self.complete = np.empty(0, dtype=bool)
+        self.group = np.empty(0, dtype=np.int8)
         self.key = np.empty((0, 2))
         self.obs = np.empty((0, len(search_space)))
         self.has_params = np.empty(0, dtype=bool)
-        # Row indices in Optuna's orders, kept as rows come: complete trials by their key,
-        # pruned ones by theirs, and all by trial number.
-        self.complete_order = _Sorted()
-        self.pruned_order = _Sorted()
+        # Row indices in Optuna's orders, kept as rows come: each group by its key, and all
+        # rows by trial number.
+        self.orders = (_Sorted(), _Sorted(), _Sorted())
         self.by_number = _Sorted()
+        # The study's read is by number: its first ``settled`` trials, numbered below
+        # ``frontier``, were all finished (and added) when it was last read.
+        self.settled = 0
+        self.frontier = 0
 
     def add(self, trial: FrozenTrial) -> None:
-        self.seen.add(trial.number)
-        if trial.state == TrialState.COMPLETE:
-            key: tuple[float, float] = (self.sign * float(trial.value), 0.0)  # type: ignore[arg-type]
+        violation = sum(v for v in trial.constraints.values() if v > 0)
+        if violation > 0:
+            group, key = _INFEASIBLE, (violation, 0.0)
+        elif trial.state == TrialState.COMPLETE:
+            group, key = _COMPLETE, (self.sign * float(trial.value), 0.0)  # type: ignore[arg-type]
         elif trial.intermediate_values:
             step, value = max(trial.intermediate_values.items())
-            key = (-step, math.inf if math.isnan(value) else self.sign * value)
+            group, key = _PRUNED, (-step, math.inf if math.isnan(value) else self.sign * value)
         else:
-            key = (1.0, 0.0)
-        self._rows.append(
-            (
-                trial.number,
-                trial.state == TrialState.COMPLETE,
-                *key,
-                internal_row(self.space, trial.params),
-            )
-        )
+            group, key = _PRUNED, (1.0, 0.0)
+        self._rows.append((trial.number, group, *key, internal_row(self.space, trial.params)))
 
-    def catch_up(self, finished: list[FrozenTrial]) -> bool:
-        """Add the trials of ``finished`` (the study's finished trials, by number) not yet
-        seen. A finished trial stays in its study for good, so False (start over) only if
-        there are fewer than were seen."""
-        new = len(finished) - len(self.seen)
-        # New trials are mostly the latest, so look from the end and stop once all are found.
-        for t in reversed(finished):
-            if new <= 0:
-                break
-            if t.number not in self.seen:
-                self.add(t)
-                new -= 1
+    def catch_up(self, trials: list[FrozenTrial]) -> list[FrozenTrial] | None:
+        """Add the finished trials of ``trials`` not added yet and return the running ones.
+
+        ``trials`` is one read of the study's finished (and running) trials, by number, as a
+        storage returns them. Only its trials from the first one running at the last read on
+        are looked at, and the few below that are new (one that finished out of order without
+        the constant liar, an enqueued one that started late), found from the top down. None
+        (start over) if the read lacks a trial seen below it: another study, since a finished
+        trial stays in its study for good.
+        """
+        start = bisect.bisect_left(trials, self.frontier, key=_number)
+        running: list[FrozenTrial] = []
+        first_open = len(trials)  # the first trial not finished: the next frontier
+        new_below, i = start - self.settled, start
+        while new_below > 0 and i > 0:
+            i -= 1
+            if trials[i].number not in self.seen:
+                new_below -= 1
+                if not self._take(trials[i], running):
+                    first_open = i
+        if new_below != 0:  # fewer than seen (another study), or not by number
+            return None
+        for i in range(start, len(trials)):
+            if not self._take(trials[i], running):
+                first_open = min(first_open, i)
+        self.settled = first_open
+        if first_open < len(trials):
+            self.frontier = trials[first_open].number
+        else:
+            self.frontier = trials[-1].number + 1 if trials else 0
         self.commit()
-        return new == 0
+        return running
+
+    def _take(self, trial: FrozenTrial, running: list[FrozenTrial]) -> bool:
+        """Add the trial if it is finished and new, keep it if running; whether finished."""
+        if trial.state.is_finished():
+            if trial.number not in self.seen:
+                self.seen.add(trial.number)
+                if trial.state in _FINISHED:
+                    self.add(trial)
+            return True
+        if trial.state == TrialState.RUNNING:
+            running.append(trial)
+        return False
 
     def commit(self) -> None:
         """Append the rows added since the last commit to the arrays."""
@@ -96,26 +131,33 @@ class _History:
         rows, self._rows = self._rows, []
         obs, has_params = observation_rows([r[4] for r in rows], len(self.space))
         self.number = np.concatenate([self.number, [r[0] for r in rows]])
-        self.complete = np.concatenate([self.complete, [r[1] for r in rows]])
+        self.group = np.concatenate([self.group, np.array([r[1] for r in rows], dtype=np.int8)])
         self.key = np.concatenate([self.key, [(r[2], r[3]) for r in rows]])
         self.obs = np.concatenate([self.obs, obs])
         self.has_params = np.concatenate([self.has_params, has_params])
         new = np.arange(len(self.number) - len(rows), len(self.number))
         # The trial number breaks ties, as Optuna's stable sort over trials by number does.
-        complete = new[self.complete[new]]
-        self.complete_order.add(complete, [self.key[:, 0], self.number])
-        pruned = new[~self.complete[new]]
-        self.pruned_order.add(pruned, [self.key[:, 0], self.key[:, 1], self.number])
+        complete, pruned, infeasible = self.orders
+        complete.add(new[self.group[new] == _COMPLETE], [self.key[:, 0], self.number])
+        pruned_rows = new[self.group[new] == _PRUNED]
+        pruned.add(pruned_rows, [self.key[:, 0], self.key[:, 1], self.number])
+        infeasible.add(new[self.group[new] == _INFEASIBLE], [self.key[:, 0], self.number])
         self.by_number.add(new, [self.number])
 
     def split(self, n_below: int) -> tuple[np.ndarray, np.ndarray]:
-        """Row indices of the below and the above group, as Optuna's ``_split_trials``."""
-        complete, pruned = self.complete_order.rows, self.pruned_order.rows
-        n_complete = min(n_below, len(complete))
-        n_pruned = min(max(0, n_below - n_complete), len(pruned))
-        below = np.concatenate([complete[:n_complete], pruned[:n_pruned]])
-        above = np.concatenate([complete[n_complete:], pruned[n_pruned:]])
-        return below, above
+        """Row indices of the below and the above group, as Optuna's ``_split_trials``: the
+        best complete trials first, then the best pruned ones, then the least infeasible."""
+        below, above = [], []
+        for order in self.orders:
+            n = min(n_below, len(order.rows))  # a negative n (a custom gamma) slices as Optuna's
+            below.append(order.rows[:n])
+            above.append(order.rows[n:])
+            n_below = max(0, n_below - len(below[-1]))
+        return np.concatenate(below), np.concatenate(above)
+
+
+def _number(trial: FrozenTrial) -> int:
+    return trial.number
 
 
 class _Sorted:
@@ -168,24 +210,23 @@ class IncrementalTPESampler(TPESampler):
     ) -> dict[str, Any]:
         if len(study.directions) > 1 or self._constraints_func is not None:
             return super()._sample(study, trial, search_space)
-        # Straight from the storage: hpo's worker keeps these lists until the study changes,
-        # where Optuna's per-ask cache would filter every trial again.
-        storage, study_id = study._storage, study._study_id
-        finished = storage.get_all_trials(study_id, deepcopy=False, states=_FINISHED)
+        # One read, straight from the storage, as Optuna's TPE reads (hpo's worker keeps these
+        # lists until the study changes, where Optuna's per-ask cache would filter every trial).
+        states = _FINISHED_OR_RUNNING if self._constant_liar else _FINISHED
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False, states=states)
         history = self._history(study, search_space)
-        if not history.catch_up(finished):  # not the study it saw: trust nothing kept
+        running = history.catch_up(trials)
+        if running is None:  # not the study it saw: trust nothing kept
             self._histories.clear()
             return super()._sample(study, trial, search_space)
-        running: list[FrozenTrial] = []
-        if self._constant_liar:
-            running = storage.get_all_trials(study_id, deepcopy=False, states=_RUNNING)
-            running = [t for t in running if t.number != trial.number]
 
         if self._gamma is None:
             self._gamma = default_gamma
-        below, above = history.split(self._gamma(len(finished)))
+        below, above = history.split(self._gamma(len(history.number)))
         liars = [
-            (t.number, internal_row(search_space, self._get_params(t, study))) for t in running
+            (t.number, internal_row(search_space, self._get_params(t, study)))
+            for t in running
+            if t.number != trial.number
         ]
         mpe_below = self._estimator(search_space, history, below, [])
         mpe_above = self._estimator(search_space, history, above, liars)
@@ -241,8 +282,8 @@ class IncrementalTPESampler(TPESampler):
     def _compute_acquisition_func(
         self,
         samples: dict[str, np.ndarray],
-        mpe_below: _ParzenEstimator,
-        mpe_above: _ParzenEstimator,
+        mpe_below: ParzenEstimator,
+        mpe_above: ParzenEstimator,
     ) -> np.ndarray:
         # Optuna's, with its log densities computed faster (the same bits: hpo/search/_parzen.py)
         return log_pdf(mpe_below, samples) - log_pdf(mpe_above, samples)
