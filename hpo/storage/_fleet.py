@@ -108,8 +108,9 @@ def fleet(engine: sa.Engine, study_id: int, *, grace_s: float = 30.0) -> list[di
     return rows
 
 
-def host_slots(engine: sa.Engine, host: str, *, exclude_pid: int, fresh_s: float) -> int:
-    """Slots of the other live workers on ``host``, of any study in this database."""
+def host_slots(engine: sa.Engine, host: str, exclude_pid: int, *, fresh_s: float) -> int:
+    """Slots of the other live workers on ``host`` (any study in this database): those whose
+    heartbeat is under ``fresh_s`` old."""
     t = workers_table
     since = utcnow() - dt.timedelta(seconds=fresh_s)
     with engine.connect() as con:

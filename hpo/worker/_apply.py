@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState
 
+from hpo.storage import is_transient
+from hpo.worker import _protocol as msg
 from hpo.worker._protocol import Method
 
 if TYPE_CHECKING:
     from hpo.storage import WorkerStorage
+    from hpo.worker._slots import TrialProcess
+
+log = logging.getLogger("hpo.worker")
+
+
+def apply_call(
+    storage: WorkerStorage, proc: TrialProcess, trial: optuna.Trial, message: msg.Call | msg.Cast
+) -> None:
+    """Apply a trial process's call to its running trial; answer a Call, log a failed Cast.
+
+    An error of the call goes back to the objective as Optuna's would; a storage outage
+    is raised, so the message stays in the inbox and is applied again once storage is back.
+    """
+    try:
+        reply = msg.Reply(True, apply_method(storage, trial, message.method, message.args))
+    except Exception as e:
+        if is_transient(e):
+            raise
+        reply = msg.Reply(False, f"{type(e).__name__}: {e}")
+        if isinstance(message, msg.Cast):
+            log.warning("trial %d: %s failed: %s", trial.number, message.method.value, e)
+    if isinstance(message, msg.Call):
+        proc.tell(reply)
 
 
 def apply_method(

@@ -28,7 +28,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -45,7 +45,7 @@ from hpo.storage import (
 )
 from hpo.worker import _protocol as msg
 from hpo.worker import _trial_process as tp
-from hpo.worker._apply import apply_method, close_trial
+from hpo.worker._apply import apply_call, close_trial
 from hpo.worker._assign import take_trials, trial_job
 from hpo.worker._faults import Recovery
 from hpo.worker._slots import (
@@ -69,6 +69,7 @@ from hpo.worker._state import (
 )
 
 if TYPE_CHECKING:
+    from hpo.storage import WorkerStorage
     from hpo.study import Study
 
 log = logging.getLogger("hpo.worker")
@@ -98,7 +99,8 @@ class Worker:
     def __post_init__(self) -> None:
         self._spec = self.study.spec
         self._ostudy = self.study.optuna
-        self._storage = self._ostudy._storage
+        # create_study and load_study open every hpo study on the worker's storage
+        self._storage = cast("WorkerStorage", self._ostudy._storage)
         self._dists = distributions(self._spec)
         self._grid = grid_points(self._spec) if self._spec.is_grid else None
         self._procs: list[TrialProcess] = []
@@ -246,22 +248,7 @@ class Worker:
             case msg.Cancelled(trial_id):
                 self._requeue(proc, trial_id)
             case msg.Call() | msg.Cast() if proc.running is not None:
-                self._apply_call(proc, proc.running.trial, message)
-
-    def _apply_call(
-        self, proc: TrialProcess, trial: optuna.Trial, message: msg.Call | msg.Cast
-    ) -> None:
-        try:
-            result = apply_method(self._storage, trial, message.method, message.args)
-            reply = msg.Reply(True, result)
-        except Exception as e:
-            if is_transient(e):
-                raise
-            reply = msg.Reply(False, f"{type(e).__name__}: {e}")  # the objective sees it
-            if isinstance(message, msg.Cast):
-                log.warning("trial %d: %s failed: %s", trial.number, message.method.value, e)
-        if isinstance(message, msg.Call):
-            proc.tell(reply)
+                apply_call(self._storage, proc, proc.running.trial, message)
 
     def _finish(self, proc: TrialProcess, outcome: tp.TrialOutcome) -> None:
         running = proc.running
@@ -365,15 +352,10 @@ class Worker:
 
     def _recount_threads(self) -> None:
         """Share the host's cores among every worker slot on it, as workers come and go."""
-        if self.threads is not None:
-            return
-        others = host_slots(
-            self.study.budget.engine,
-            self._host,
-            exclude_pid=self._pid,
-            fresh_s=self._spec.retry.grace_period,
-        )
-        self._threads = trial_threads(None, others + len(self.slots))
+        if self.threads is None:
+            grace = self._spec.retry.grace_period
+            others = host_slots(self.study.budget.engine, self._host, self._pid, fresh_s=grace)
+            self._threads = trial_threads(None, others + len(self.slots))
 
     def _progress(self) -> Progress:
         """Study-wide counts, as of this worker's view of the trials; no side effects."""

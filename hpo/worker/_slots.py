@@ -143,7 +143,7 @@ def fleet_rows(
 
 
 def spawn(slot: Slot, objective: str) -> TrialProcess:
-    ctx = mp.get_context(_start_method())
+    ctx: Any = mp.get_context(_start_method())  # typeshed's BaseContext lacks Process
     parent, child = ctx.Pipe(duplex=True)
     process = ctx.Process(
         target=tp.main,
@@ -158,10 +158,10 @@ def spawn(slot: Slot, objective: str) -> TrialProcess:
 
 def serve(procs: Sequence[TrialProcess], timeout: float) -> None:
     """Move messages from the pipes into the inboxes; note processes that died."""
-    pipes = {p.conn: p for p in procs if not p.dead}
-    sentinels = {p.process.sentinel: p for p in procs if not p.dead}
-    for ready in wait([*pipes, *sentinels], timeout=timeout):
-        proc = pipes.get(ready) or sentinels[ready]  # type: ignore[index]
+    pipes: dict[object, TrialProcess] = {p.conn: p for p in procs if not p.dead}
+    sentinels: dict[object, TrialProcess] = {p.process.sentinel: p for p in procs if not p.dead}
+    for ready in wait([*pipes, *sentinels], timeout=timeout):  # type: ignore[list-item]
+        proc = pipes.get(ready) or sentinels[ready]
         try:
             while proc.conn.poll():
                 proc.inbox.append(proc.conn.recv())
