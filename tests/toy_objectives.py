@@ -62,3 +62,15 @@ def hang(trial: optuna.trial.BaseTrial) -> float:
     trial.suggest_float("x", 0, 1)
     time.sleep(3600)
     return 0.0
+
+
+def threads_probe(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float:
+    """Records the threads its trial process got: torch's pool and OMP_NUM_THREADS."""
+    import torch
+
+    trial.set_user_attr("torch_threads", torch.get_num_threads())
+    trial.set_user_attr("omp_num_threads", os.environ.get("OMP_NUM_THREADS"))
+    trial.set_user_attr("mkl_num_threads", os.environ.get("MKL_NUM_THREADS"))
+    trial.set_user_attr("pid", os.getpid())
+    time.sleep(float(ctx.params.get("sleep", 0.0)))
+    return float(trial.params["x"])

@@ -35,6 +35,14 @@ output_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to this file instead of stdout.",
 )
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    envvar="HPO_THREADS",
+    help="CPU threads per trial process (env HPO_THREADS) [default: OMP_NUM_THREADS or "
+    "MKL_NUM_THREADS when set, else this host's cores shared among the slots of every hpo "
+    "worker running on it].",
+)
 storage_option = click.option(
     "--storage",
     envvar="HPO_STORAGE",
@@ -176,6 +184,7 @@ def _quiet_optuna() -> None:
 @click.option("--force", is_flag=True, help="Replace a stored spec that differs from SPEC.")
 @checkpoint_option
 @gpus_option
+@threads_option
 @handle_errors
 def run(
     spec: Path,
@@ -185,8 +194,14 @@ def run(
     force: bool,
     checkpoint_dir: str | None,
     gpus: str | None,
+    threads: int | None,
 ) -> None:
-    """Create or resume the study in SPEC and run it until its budget is spent."""
+    """Create or resume the study in SPEC and run it until its budget is spent.
+
+    Exit codes: 0 done, 1 failed (every trial failed, storage unreachable), 2 usage or spec
+    error, 130 interrupted by SIGINT (Ctrl-C) and 143 by SIGTERM. The first signal finishes
+    the running trials, a second abandons them for a retry; the code is the same.
+    """
     from hpo.cli import _console
     from hpo.spec import load_spec
     from hpo.worker import run as run_study
@@ -208,6 +223,7 @@ def run(
             force=force,
             timeout=timeout,
             checkpoint_dir=checkpoint_dir,
+            threads=threads,
             on_progress=_remembering(url, storage, on_progress),
         )
     _console.print_summary(study, summary)
@@ -257,6 +273,7 @@ def create(spec: Path, storage: str | None, force: bool) -> None:
     metavar="SECONDS",
     help="Stop starting trials after this long.",
 )
+@threads_option
 @handle_errors
 def worker(
     study: str,
@@ -266,10 +283,15 @@ def worker(
     per_gpu: int,
     timeout: float | None,
     checkpoint_dir: str | None,
+    threads: int | None,
 ) -> None:
     """Join STUDY (env HPO_STUDY) from this machine: one trial process per GPU slot.
 
     STUDY is a study name or the path of the spec it was created from.
+
+    Exit codes: 0 done, 1 failed (every trial failed, storage unreachable), 2 usage or spec
+    error, 130 interrupted by SIGINT (Ctrl-C) and 143 by SIGTERM. The first signal finishes
+    the running trials, a second abandons them for a retry; the code is the same.
     """
     from hpo.cli import _console
     from hpo.worker import join
@@ -287,6 +309,7 @@ def worker(
             per_gpu=per_gpu,
             timeout=timeout,
             checkpoint_dir=checkpoint_dir,
+            threads=threads,
             on_progress=on_progress,
         )
     _console.print_summary(loaded, summary)
@@ -394,11 +417,14 @@ def export(study: str, storage: str | None, fmt: str, output: Path | None) -> No
 @click.argument("study")
 @storage_option
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@checkpoint_option
 @handle_errors
-def delete(study: str, storage: str | None, yes: bool) -> None:
-    """Delete STUDY and all its trials from the storage.
+def delete(study: str, storage: str | None, yes: bool, checkpoint_dir: str | None) -> None:
+    """Delete STUDY and all its trials from the storage, and its checkpoints on this machine.
 
-    STUDY is a study name or the path of the spec it was created from.
+    STUDY is a study name or the path of the spec it was created from. Checkpoints are
+    removed only where this machine sees them (the spec's checkpoint_dir, or
+    --checkpoint-dir); other machines' local checkpoint directories are left alone.
     """
     study, storage = _target(study, storage)
     from hpo.errors import UsageError
@@ -408,8 +434,8 @@ def delete(study: str, storage: str | None, yes: bool) -> None:
         if not sys.stdin.isatty():
             raise UsageError("refusing to delete without --yes when not run interactively")
         click.confirm(f"Delete study {study!r} and all its trials?", abort=True)
-    delete_study(study, storage)
-    click.echo(f"deleted study {study!r}")
+    deleted = delete_study(study, storage, checkpoint_dir=checkpoint_dir)
+    click.echo(f"deleted study {study!r}; {deleted.note}")
 
 
 @main.command()
@@ -690,6 +716,8 @@ def _exit_code(summary: Any) -> int:
     if summary.fatal:
         click.echo(f"hpo: error: {_scrub(summary.fatal)}", err=True)
         return 1
+    if summary.signal:  # interrupted: 130 for SIGINT, 143 for SIGTERM, as shells report it
+        return 128 + int(summary.signal)
     if summary.ran and summary.complete + summary.pruned == 0 and summary.failed > summary.retried:
         return 1  # every trial this run finished failed (abandoned-and-retried ones aside)
     return 0

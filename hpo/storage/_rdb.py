@@ -2,16 +2,18 @@
 
 Optuna's RDB schema holds studies and trials. hpo adds two tables in the same database:
 ``hpo_budget`` (the study-wide trial budget and the stop flag; the lock for creating trials) and
-``hpo_workers`` (one row per worker slot, for ``hpo status``). Both live in the same
-database so that one URL is all a worker on another machine needs.
+``hpo_workers`` (one row per worker slot, for ``hpo status``; see _fleet.py). Both live in the
+same database so that one URL is all a worker on another machine needs. A study's identity
+(:attr:`BudgetView.uid`) is a study system attribute beside Optuna's own.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import json
 import os
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,20 +46,8 @@ budget_table = sa.Table(
     sa.Column("n_trials", sa.Integer, nullable=True),
     sa.Column("stop", sa.String(16), nullable=True),
 )
-workers_table = sa.Table(
-    "hpo_workers",
-    _metadata,
-    sa.Column("worker_id", sa.String(128), primary_key=True),
-    sa.Column("study_id", sa.Integer, nullable=False, index=True),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("slot", sa.Integer, nullable=False),
-    sa.Column("gpu", sa.String(32), nullable=True),
-    sa.Column("trial_number", sa.Integer, nullable=True),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("started_at", sa.DateTime, nullable=False),
-    sa.Column("heartbeat_at", sa.DateTime, nullable=False),
-)
+# hpo_workers (the fleet) is declared in _fleet.py on this metadata; the package imports
+# both, so open_storage creates every table.
 
 
 def resolve_url(cli: str | None, spec_storage: str | None = None) -> str:
@@ -175,6 +165,37 @@ _COUNT_WAITING = sa.text(
 )
 
 
+#: Study system attribute: a uuid made once per study, so that files kept per study (its
+#: checkpoints) never mix with another study of the same name (another storage, or one
+#: deleted and created again).
+STUDY_UID_ATTR = "hpo:study_uid"
+# Plain SQL both dialects accept; Optuna's study_system_attributes is unique on (study, key).
+_INSERT_UID = sa.text(
+    "INSERT INTO study_system_attributes (study_id, key, value_json) "
+    "VALUES (:study, :key, :value) ON CONFLICT (study_id, key) DO NOTHING"
+)
+_INSERT_BUDGET = sa.text(
+    "INSERT INTO hpo_budget (study_id, n_trials) VALUES (:study, :n_trials) "
+    "ON CONFLICT (study_id) DO NOTHING"
+)
+_READ_UID = sa.text(
+    "SELECT value_json FROM study_system_attributes WHERE study_id = :study AND key = :key"
+)
+# The budget row and the identity in one round trip: read under the lock on every turn.
+_READ_BUDGET = sa.text(
+    "SELECT b.n_trials, b.stop, (SELECT a.value_json FROM study_system_attributes a "
+    "WHERE a.study_id = b.study_id AND a.key = :key) FROM hpo_budget b "
+    "WHERE b.study_id = :study"
+)
+
+
+def study_checkpoint_dir(root: str | Path, name: str, uid: str | None) -> Path:
+    """Where a study's checkpoints live under ``root``: ``<root>/<name>-<8 hex>``, or
+    ``<root>/<name>`` for a study created before identities existed."""
+    base = Path(root).expanduser()
+    return base / name if uid is None else base / f"{name}-{uid[:8]}"
+
+
 @dataclass
 class Budget:
     """The study-wide trial budget, and the stop flag.
@@ -192,13 +213,22 @@ class Budget:
     study_id: int
 
     def ensure(self, n_trials: int | None) -> None:
-        """Record the budget and clear any stop request (creating or resuming a study)."""
+        """Record the budget and clear any stop request (creating or resuming a study).
+
+        A study's first budget row comes with its identity, in one transaction: whoever sees
+        the budget sees the identity, and concurrent creators agree on one (the first insert
+        wins, the others' do nothing). A study created before identities existed has a
+        budget row and keeps having none, so its checkpoints stay where they are.
+        """
         with self.engine.begin() as con:
             row = con.execute(
                 sa.select(budget_table.c.n_trials).where(budget_table.c.study_id == self.study_id)
             ).first()
             if row is None:
-                con.execute(budget_table.insert().values(study_id=self.study_id, n_trials=n_trials))
+                params = {"study": self.study_id, "n_trials": n_trials}
+                con.execute(_INSERT_BUDGET, params)
+                uid = {"study": self.study_id, "key": STUDY_UID_ATTR}
+                con.execute(_INSERT_UID, {**uid, "value": json.dumps(uuid.uuid4().hex)})
             else:
                 con.execute(
                     budget_table.update()
@@ -206,18 +236,22 @@ class Budget:
                     .values(n_trials=n_trials, stop=None)
                 )
 
+    def uid(self) -> str | None:
+        """The study's identity; None for a study created before identities existed."""
+        with self.engine.connect() as con:
+            value = con.execute(_READ_UID, {"study": self.study_id, "key": STUDY_UID_ATTR})
+            raw = value.scalar()
+        return None if raw is None else str(json.loads(raw))
+
     @contextlib.contextmanager
     def turn(self) -> Iterator[BudgetView]:
         """Hold the study-wide lock while a trial is taken or created; see the counts."""
         with self._lock() as con:
-            row = con.execute(
-                sa.select(budget_table.c.n_trials, budget_table.c.stop).where(
-                    budget_table.c.study_id == self.study_id
-                )
-            ).one()
+            row = con.execute(_READ_BUDGET, {"study": self.study_id, "key": STUDY_UID_ATTR}).one()
             yield BudgetView(
                 n_trials=row[0],
                 stop=row[1],
+                uid=None if row[2] is None else str(json.loads(row[2])),
                 logical=_logical(con, self.study_id),
                 waiting=con.execute(_COUNT_WAITING, {"study": self.study_id}).scalar_one(),
             )
@@ -263,8 +297,10 @@ class Budget:
 
     def delete(self) -> None:
         with self.engine.begin() as con:
+            from hpo.storage._fleet import delete_fleet
+
             con.execute(budget_table.delete().where(budget_table.c.study_id == self.study_id))
-            con.execute(workers_table.delete().where(workers_table.c.study_id == self.study_id))
+            delete_fleet(con, self.study_id)
 
 
 @dataclass(frozen=True)
@@ -275,6 +311,7 @@ class BudgetView:
     stop: str | None
     logical: int  # logical trials created so far: a trial and its retries count once
     waiting: int  # queued trials: grid points and retries, already counted
+    uid: str | None = None  # the study's identity (None: created before identities existed)
 
     @property
     def spent(self) -> bool:
@@ -299,25 +336,6 @@ def _file_lock(path: str | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-_ORPHANS = sa.text(
-    "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
-    "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL "
-    "AND t.datetime_start < :before"
-)
-
-
-def orphan_trial_ids(engine: sa.Engine, study_id: int, *, grace_s: float) -> list[int]:
-    """RUNNING trials that never got a heartbeat and started over ``grace_s`` ago.
-
-    A worker killed between creating a trial and its first heartbeat leaves one; Optuna's
-    stale-trial check skips trials without a heartbeat, so it would stay RUNNING forever.
-    """
-    # Optuna stamps datetime_start with the local naive time of the process that started it.
-    before = dt.datetime.now() - dt.timedelta(seconds=grace_s)
-    with engine.connect() as con:
-        return [r[0] for r in con.execute(_ORPHANS, {"study": study_id, "before": before})]
 
 
 _USER_ATTR = sa.text(
@@ -357,26 +375,3 @@ def peek_user_attr(url: str, study_name: str, key: str) -> Any:
         return None if row is None else json.loads(row[0])
     except Exception:
         return None
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def upsert_workers(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
-    """Insert or update this worker's fleet rows (one per slot), in one transaction."""
-    t = workers_table
-    with engine.begin() as con:
-        for row in rows:
-            res = con.execute(t.update().where(t.c.worker_id == row["worker_id"]).values(**row))
-            if res.rowcount == 0:
-                con.execute(t.insert().values(**row))
-
-
-def fleet(engine: sa.Engine, study_id: int) -> list[dict[str, Any]]:
-    t = workers_table
-    with engine.connect() as con:
-        rows = con.execute(
-            sa.select(t).where(t.c.study_id == study_id).order_by(t.c.host, t.c.pid, t.c.slot)
-        ).mappings()
-        return [dict(r) for r in rows]

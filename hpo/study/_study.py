@@ -22,6 +22,7 @@ from hpo.storage import (
     mask,
     open_storage,
     resolve_url,
+    study_checkpoint_dir,
 )
 from hpo.study._summary import RATE_WINDOW_S, StudySummary, summarize
 
@@ -144,12 +145,45 @@ def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def delete_study(name: str, storage: str | None = None) -> None:
+@dataclass(frozen=True)
+class Deleted:
+    """What ``delete_study`` did with the study's checkpoints on this machine."""
+
+    checkpoints: Path  # where they are (or were)
+    removed: bool
+    note: str  # one line for the user: what was removed or kept, and why
+
+
+def delete_study(
+    name: str, storage: str | None = None, *, checkpoint_dir: str | None = None
+) -> Deleted:
+    """Delete the study, and its checkpoints under ``checkpoint_dir`` (default: the spec's).
+
+    The checkpoint directory is per machine (or a mount several share): only what this
+    machine sees is removed. A study created before studies had an identity kept its
+    checkpoints under its bare name, which a study of the same name in another storage may
+    share: those are kept, and the note says where they are.
+    """
+    import shutil
+
     import optuna
 
     study = load_study(name, storage)
+    uid = study.budget.uid()
+    where = study_checkpoint_dir(checkpoint_dir or study.spec.checkpoint_dir, name, uid)
     study.budget.delete()
     optuna.delete_study(study_name=name, storage=study.optuna._storage)
+    if uid is None:
+        note = (
+            f"kept checkpoints at {where}: the study predates per-study checkpoint "
+            "directories, and another study of the same name may use them"
+        )
+        return Deleted(where, False, note if where.exists() else f"no checkpoints at {where}")
+    if not where.exists():
+        return Deleted(where, False, f"no checkpoints at {where} on this machine")
+    shutil.rmtree(where, ignore_errors=True)
+    note = f"removed checkpoints at {where} (on this machine; other machines keep their own)"
+    return Deleted(where, True, note)
 
 
 def request_stop(name: str, storage: str | None = None, *, now: bool = False) -> Study:
@@ -170,7 +204,9 @@ class Status:
 def status(study: Study) -> Status:
     return Status(
         summary=study_summary(study, window_s=None),
-        workers=tuple(fleet(study.budget.engine, study.budget.study_id)),
+        workers=tuple(
+            fleet(study.budget.engine, study.budget.study_id, grace_s=study.spec.retry.grace_period)
+        ),
     )
 
 

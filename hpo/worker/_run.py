@@ -8,14 +8,9 @@ from pathlib import Path
 from hpo.spec import StudySpec, load_spec
 from hpo.storage import peek_user_attr, resolve_url
 from hpo.study import SPEC_ATTR, Study, create_study, load_study
-from hpo.worker._loop import (
-    Progress,
-    Summary,
-    Worker,
-    default_slots,
-    spread_slots,
-    start_trial_server,
-)
+from hpo.worker._loop import Worker
+from hpo.worker._slots import default_slots, spread_slots, start_trial_server
+from hpo.worker._state import Progress, Summary
 
 
 def run(
@@ -27,11 +22,14 @@ def run(
     force: bool = False,
     timeout: float | None = None,
     checkpoint_dir: str | None = None,
+    threads: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> tuple[Study, Summary]:
     """Create or resume the study and run it with ``workers`` local processes until done.
 
     With ``gpus``, the processes are dealt round-robin over them; without, they share the CPU.
+    ``threads`` per trial process: by default the user's OMP_NUM_THREADS / MKL_NUM_THREADS
+    when set, else an equal share of the host's cores among every worker slot on it.
     """
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
@@ -42,6 +40,7 @@ def run(
         spread_slots(workers, gpus),
         timeout=timeout if timeout is not None else spec.budget.timeout,
         checkpoint_dir=checkpoint_dir,
+        threads=threads,
         on_progress=on_progress,
     ).work()
     return study, summary
@@ -56,6 +55,7 @@ def join(
     per_gpu: int = 1,
     timeout: float | None = None,
     checkpoint_dir: str | None = None,
+    threads: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> tuple[Study, Summary]:
     """Join an existing study from this machine and work on it until it is done."""
@@ -70,6 +70,7 @@ def join(
         default_slots(processes, gpus, per_gpu),
         timeout=timeout if timeout is not None else study.spec.budget.timeout,
         checkpoint_dir=checkpoint_dir,
+        threads=threads,
         on_progress=on_progress,
     ).work()
     return study, summary

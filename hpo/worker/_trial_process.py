@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -30,6 +29,8 @@ from optuna.distributions import BaseDistribution, distribution_to_json, json_to
 from optuna.trial import BaseTrial
 
 from hpo.context import TrackedParams, TrialContext
+from hpo.worker import _protocol as msg
+from hpo.worker._protocol import Method
 
 #: Set by the worker before its first trial process starts: the objective's module, which
 #: the forkserver (``hpo.worker._forkserver``) imports once for all of them.
@@ -50,6 +51,7 @@ class TrialJob:
     system_attrs: Mapping[str, Any]
     context: TrialContext
     datetime_start: dt.datetime | None = None
+    threads: int | None = None  # for torch in this trial; None leaves the user's setting
 
 
 @dataclass(frozen=True)
@@ -86,17 +88,17 @@ class _Link:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.backlog: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.backlog: collections.deque[msg.ToTrial] = collections.deque()
 
-    def send(self, msg: tuple[Any, ...]) -> None:
-        self.conn.send(msg)
+    def send(self, message: msg.ToWorker) -> None:
+        self.conn.send(message)
 
-    def reply(self) -> tuple[str, Any]:
+    def reply(self) -> msg.Reply:
         while True:
-            msg = self.conn.recv()
-            if msg[0] in ("ok", "err"):
-                return msg[0], msg[1]
-            self.backlog.append(msg)
+            message = self.conn.recv()
+            if isinstance(message, msg.Reply):
+                return message
+            self.backlog.append(message)
 
     def next_job(self) -> TrialJob | None:
         """The next trial to run, or None to exit; drops cancelled trials, saying so."""
@@ -105,16 +107,15 @@ class _Link:
                 self.backlog.append(self.conn.recv())
             if not self.backlog:
                 self.backlog.append(self.conn.recv())
-            cancelled = {m[1] for m in self.backlog if m[0] == "cancel"}
-            msg = self.backlog.popleft()
-            if msg[0] == "exit":
+            cancelled = {m.trial_id for m in self.backlog if isinstance(m, msg.Cancel)}
+            message = self.backlog.popleft()
+            if isinstance(message, msg.Exit):
                 return None
-            if msg[0] != "trial":
+            if not isinstance(message, msg.RunTrial):
                 continue  # a cancel whose trial already ran
-            job: TrialJob = msg[1]
-            if job.trial_id not in cancelled:
-                return job
-            self.conn.send(("cancelled", job.trial_id))
+            if message.job.trial_id not in cancelled:
+                return message.job
+            self.conn.send(msg.Cancelled(message.job.trial_id))
 
 
 class RemoteTrial(BaseTrial):
@@ -181,7 +182,7 @@ class RemoteTrial(BaseTrial):
             raise DistributionMismatch(self.stop_reason)
         if name in self._params and self._dists.get(name) == dist:
             return self._params[name]
-        value = self._call("suggest", name, distribution_to_json(dist))
+        value = self._call(Method.SUGGEST, name, distribution_to_json(dist))
         self._params[name] = value
         self._dists[name] = dist
         return value
@@ -197,20 +198,20 @@ class RemoteTrial(BaseTrial):
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"the step must be a non-negative int, got {step!r}")
         # Fire and forget: the pipe keeps order, and a round trip per epoch buys nothing.
-        self._link.send(("cast", "report", (value, step)))
+        self._link.send(msg.Cast(Method.REPORT, (value, step)))
 
     def should_prune(self) -> bool:
         if len(self._job.context.directions) > 1:
             raise NotImplementedError("trial.should_prune is not supported for multi-objective")
-        return bool(self._call("should_prune"))
+        return bool(self._call(Method.SHOULD_PRUNE))
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self._user_attrs[key] = value
-        self._link.send(("cast", "set_user_attr", (key, value)))
+        self._link.send(msg.Cast(Method.SET_USER_ATTR, (key, value)))
 
     def set_system_attr(self, key: str, value: Any) -> None:
         self._system_attrs[key] = value
-        self._link.send(("cast", "set_system_attr", (key, value)))
+        self._link.send(msg.Cast(Method.SET_SYSTEM_ATTR, (key, value)))
 
     def set_constraint(self, key: str, value: float) -> None:
         raise NotImplementedError("constraints are not supported by hpo workers")
@@ -245,12 +246,12 @@ class RemoteTrial(BaseTrial):
     def relative_params(self) -> dict[str, Any]:
         return {}
 
-    def _call(self, method: str, *args: Any) -> Any:
-        self._link.send(("call", method, args))
-        kind, payload = self._link.reply()
-        if kind == "err":
-            raise RemoteError(payload)
-        return payload
+    def _call(self, method: Method, *args: Any) -> Any:
+        self._link.send(msg.Call(method, args))
+        reply = self._link.reply()
+        if not reply.ok:
+            raise RemoteError(reply.value)
+        return reply.value
 
 
 def main(conn: Connection, objective_ref: str, env: Mapping[str, str], parent: int) -> None:
@@ -266,18 +267,18 @@ def main(conn: Connection, objective_ref: str, env: Mapping[str, str], parent: i
         objective = resolve_objective(objective_ref)
         arity = objective_arity(objective)
     except SpecError as e:
-        conn.send(("fatal", str(e)))
+        conn.send(msg.Fatal(str(e)))
         return
-    _set_threads(env)
-    conn.send(("ready", os.getpid()))
+    conn.send(msg.Ready(os.getpid()))
     link = _Link(conn)
     while True:
         try:
             job = link.next_job()
             if job is None:
                 return
+            _set_threads(job.threads)
             outcome = run_trial(link, job, objective, arity)
-            conn.send(("done", outcome))
+            conn.send(msg.Done(outcome))
         except (EOFError, BrokenPipeError, OSError):
             return  # the worker is gone
 
@@ -410,12 +411,17 @@ def _release_memory(e: BaseException) -> None:
         torch.cuda.empty_cache()
 
 
-def _set_threads(env: Mapping[str, str]) -> None:
-    threads = env.get("OMP_NUM_THREADS")
+def _set_threads(threads: int | None) -> None:
+    """Size this process's thread pools for the next trial (the worker recounts the slots
+    on the host as workers come and go). OMP_NUM_THREADS is set too, for what the objective
+    starts or imports itself; it cannot resize a pool that already exists, torch's can."""
+    if threads is None:
+        return
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     torch = sys.modules.get("torch")
-    if threads and torch is not None:
+    if torch is not None and torch.get_num_threads() != threads:
         with contextlib.suppress(RuntimeError):
-            torch.set_num_threads(int(threads))
+            torch.set_num_threads(threads)
 
 
 def _die_with_parent(worker: int) -> None:
@@ -436,7 +442,3 @@ def _die_with_parent(worker: int) -> None:
         os._exit(1)
     except PermissionError:
         pass  # alive, as another user: cannot happen for our own parent, but is not death
-
-
-def checkpoint_dir(root: str, study: str, logical_number: int) -> Path:
-    return Path(root).expanduser() / study / f"trial-{logical_number:06d}"

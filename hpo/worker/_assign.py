@@ -1,0 +1,96 @@
+"""Taking trials for idle slots: from the study's queue or newly sampled, under the lock,
+and what a trial process is sent to run one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.distributions import BaseDistribution, distribution_to_json
+
+from hpo.context import TrialContext
+from hpo.storage import logical_trial_number, study_checkpoint_dir
+from hpo.worker._trial_process import TrialJob
+
+if TYPE_CHECKING:
+    from hpo.storage import WorkerStorage
+    from hpo.study import Study
+
+
+@dataclass(frozen=True)
+class Taken:
+    trials: list[optuna.Trial]
+    budget_spent: bool  # no new trial may be created: the budget is spent or the study stopped
+    uid: str | None  # the study's identity, as read under the lock
+
+
+def take_trials(
+    study: Study,
+    storage: WorkerStorage,
+    dists: Mapping[str, BaseDistribution],
+    grid: Sequence[Mapping[str, Any]] | None,
+    wanted: int,
+) -> Taken:
+    """Up to ``wanted`` trials, taken from the queue or created, in one turn of the lock."""
+    ostudy = study.optuna
+    trials: list[optuna.Trial] = []
+    spent = False
+    with study.budget.turn() as budget:
+        logical, waiting = budget.logical, budget.waiting
+        while len(trials) < wanted:
+            if not waiting:  # queued trials (retries, grid points) are taken first
+                if budget.stop or (budget.n_trials is not None and logical >= budget.n_trials):
+                    spent = True
+                    break
+                if grid is not None:
+                    # The k-th logical trial of a grid is its k-th point; skip_if_exists
+                    # guards against a point enqueued twice, and needs a fresh view.
+                    storage.sync(ostudy._study_id)
+                    ostudy.enqueue_trial(dict(grid[logical]), skip_if_exists=True)
+                    logical, waiting = logical + 1, waiting + 1
+            spent = False
+            popped = storage.popped
+            # Under the lock: ask() pops the oldest queued trial, or creates a new one (and
+            # with the queue known empty it does not read the queue).
+            with storage.queue_empty(not waiting):
+                trials.append(ostudy.ask(dict(dists)))
+            if storage.popped > popped:
+                waiting = max(0, waiting - 1)
+            else:
+                logical += 1
+    return Taken(trials, spent, budget.uid)
+
+
+def trial_job(
+    study: Study,
+    trial: optuna.Trial,
+    *,
+    checkpoint_root: str,
+    uid: str | None,
+    threads: int | None,
+) -> TrialJob:
+    """What the trial process needs to run ``trial``: it never reads the database itself."""
+    spec = study.spec
+    frozen = trial._get_latest_trial()
+    logical = logical_trial_number(frozen)
+    ckpt = study_checkpoint_dir(checkpoint_root, spec.name, uid) / f"trial-{logical:06d}"
+    ctx = TrialContext(
+        params={**spec.fixed, **frozen.params},
+        metrics=spec.metrics,
+        directions=spec.directions,
+        checkpoint_dir=ckpt,
+        seed=spec.trial_seed(logical),
+    )
+    return TrialJob(
+        trial_id=trial._trial_id,
+        number=trial.number,
+        params=dict(frozen.params),
+        distributions={k: distribution_to_json(v) for k, v in frozen.distributions.items()},
+        user_attrs=dict(frozen.user_attrs),
+        system_attrs=dict(frozen.system_attrs),
+        context=ctx,
+        datetime_start=frozen.datetime_start,
+        threads=threads,
+    )

@@ -1,0 +1,206 @@
+"""Slots and their trial processes: where trials run, how processes start, die and are fed.
+
+A slot is a GPU (or a share of the CPU); each has one long-lived trial process, forked from
+a server that imported the objective once (:func:`start_trial_server`). The worker reads
+their pipes here (:func:`serve`) and applies what they said in its own loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import optuna
+
+from hpo.spec import objective_module
+from hpo.storage import this_host, utcnow, worker_id
+from hpo.worker import _protocol as msg
+from hpo.worker import _trial_process as tp
+
+#: Threads per trial process, overriding the default share of the host's cores.
+THREADS_ENV = "HPO_THREADS"
+#: The user's own thread settings, which hpo leaves alone when set.
+USER_THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one trial process runs: a GPU index as the host numbers it, or None for CPU."""
+
+    index: int
+    gpu: str | None = None
+
+    def env(self) -> dict[str, str]:
+        return {"CUDA_VISIBLE_DEVICES": self.gpu if self.gpu is not None else ""}
+
+
+def default_slots(processes: int, gpus: Sequence[str] = (), per_gpu: int = 1) -> list[Slot]:
+    """``per_gpu`` slots on each GPU, else ``processes`` CPU slots sharing the cores."""
+    if gpus:
+        return [Slot(i, gpu=g) for i, g in enumerate(g for g in gpus for _ in range(per_gpu))]
+    return [Slot(i) for i in range(processes)]
+
+
+def spread_slots(n: int, gpus: Sequence[str]) -> list[Slot]:
+    """``n`` slots dealt round-robin over ``gpus`` (CPU slots when there are none)."""
+    if not gpus:
+        return default_slots(n)
+    return [Slot(i, gpu=gpus[i % len(gpus)]) for i in range(n)]
+
+
+def host_cores() -> int:
+    """The cores this process may run on (its affinity, which taskset and cgroups narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def trial_threads(explicit: int | None, host_slots: int) -> int | None:
+    """Threads for each trial process: ``explicit`` (``--threads``, env HPO_THREADS); else
+    None, leaving the user's OMP_NUM_THREADS / MKL_NUM_THREADS alone, when either is set;
+    else an equal share of the host's cores among every slot of every worker on it."""
+    if explicit is not None:
+        return explicit
+    if any(os.environ.get(name) for name in USER_THREAD_ENVS):
+        return None
+    return max(1, host_cores() // max(1, host_slots))
+
+
+# -- trial processes -------------------------------------------------------------------
+@dataclass
+class Running:
+    trial: optuna.Trial
+    started: float
+
+
+@dataclass
+class TrialProcess:
+    """A slot's trial process, and the messages from it not yet applied to storage.
+
+    Messages wait in ``inbox`` until applied, in order, so a database outage delays them
+    instead of losing a report or a finished trial's result.
+    """
+
+    slot: Slot
+    process: mp.process.BaseProcess
+    conn: Connection
+    spawned: float
+    ready: bool = False
+    dead: bool = False
+    running: Running | None = None
+    queued: Running | None = None  # sent ahead, to start the moment ``running`` ends
+    cancelling: bool = False  # asked the process to give ``queued`` back
+    inbox: collections.deque[msg.ToWorker] = field(default_factory=collections.deque)
+
+    def trial_ids(self) -> list[int]:
+        """Ids of the trials this process holds: running, and sent ahead."""
+        return [r.trial._trial_id for r in (self.running, self.queued) if r is not None]
+
+    def send(self, message: msg.ToTrial) -> None:
+        self.conn.send(message)
+
+    def tell(self, message: msg.ToTrial) -> None:
+        """Send, ignoring a process that is gone (its sentinel tells the loop)."""
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.conn.send(message)
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=10)
+
+
+def fleet_rows(
+    procs: Sequence[TrialProcess], study_id: int, started_at: dt.datetime, *, idle: str
+) -> list[dict[str, Any]]:
+    """This worker's rows of the fleet table, one per slot; ``idle`` names a free slot's
+    state ("idle", or "draining" once it takes no more trials)."""
+    host, pid, now = this_host(), os.getpid(), utcnow()
+    return [
+        {
+            "worker_id": worker_id(host, pid, proc.slot.index),
+            "study_id": study_id,
+            "host": host,
+            "pid": pid,
+            "slot": proc.slot.index,
+            "gpu": proc.slot.gpu,
+            "trial_number": proc.running.trial.number if proc.running else None,
+            "state": "running" if proc.running else idle,
+            "started_at": started_at,
+            "heartbeat_at": now,
+        }
+        for proc in procs
+    ]
+
+
+def spawn(slot: Slot, objective: str) -> TrialProcess:
+    ctx: Any = mp.get_context(_start_method())  # typeshed's BaseContext lacks Process
+    parent, child = ctx.Pipe(duplex=True)
+    process = ctx.Process(
+        target=tp.main,
+        args=(child, objective, slot.env(), os.getpid()),
+        name=f"hpo-trial-{slot.index}",
+        daemon=True,
+    )
+    process.start()
+    child.close()
+    return TrialProcess(slot=slot, process=process, conn=parent, spawned=time.monotonic())
+
+
+def serve(procs: Sequence[TrialProcess], timeout: float) -> None:
+    """Move messages from the pipes into the inboxes; note processes that died."""
+    pipes: dict[object, TrialProcess] = {p.conn: p for p in procs if not p.dead}
+    sentinels: dict[object, TrialProcess] = {p.process.sentinel: p for p in procs if not p.dead}
+    for ready in wait([*pipes, *sentinels], timeout=timeout):  # type: ignore[list-item]
+        proc = pipes.get(ready) or sentinels[ready]
+        try:
+            while proc.conn.poll():
+                proc.inbox.append(proc.conn.recv())
+        except (EOFError, OSError):
+            pass  # the process is gone; its sentinel tells
+        if ready in sentinels and not proc.process.is_alive():
+            proc.dead = True
+
+
+def stop_all(procs: Sequence[TrialProcess]) -> None:
+    """Ask every process to exit, then make sure it did."""
+    for proc in procs:
+        proc.tell(msg.Exit())
+    for proc in procs:
+        proc.process.join(timeout=5)
+        if proc.process.is_alive():
+            proc.process.kill()
+            proc.process.join(timeout=5)
+
+
+def _start_method() -> str:
+    return "spawn" if os.environ.get(tp.START_METHOD_ENV) == "spawn" else "forkserver"
+
+
+def start_trial_server(objective: str) -> None:
+    """Start the server that trial processes fork from, without waiting for it.
+
+    Trial processes fork from a server that imported Optuna, hpo and the objective's module
+    (and so torch) once, and never touched CUDA or the database: they start ready, rather
+    than each importing torch. Its imports take about as long as opening the study, so
+    callers that know the objective early start it first and the two overlap. Does nothing
+    if the server runs already or trial processes are spawned (``HPO_START_METHOD=spawn``).
+    """
+    if _start_method() == "spawn":
+        return
+    from multiprocessing import forkserver
+
+    # Read by the server as it starts (hpo.worker._forkserver); a server started earlier for
+    # another objective still works: the trial process imports its own objective.
+    os.environ[tp.OBJECTIVE_MODULE_ENV] = objective_module(objective)
+    mp.get_context("forkserver").set_forkserver_preload(["hpo.worker._forkserver"])
+    forkserver.ensure_running()
