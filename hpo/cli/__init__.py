@@ -1,5 +1,10 @@
-"""The ``hpo`` command: a thin layer of click commands over the library."""
+"""The ``hpo`` command: a thin layer of click commands over the library.
 
-from hpo.cli._main import entry, main
+``_app`` holds the group and what every command shares; ``_run`` and ``_inspect`` register
+their commands on it when imported here; ``_console`` formats what they print.
+"""
+
+from hpo.cli import _inspect, _run  # noqa: F401  (importing them registers their commands)
+from hpo.cli._app import entry, main
 
 __all__ = ["entry", "main"]

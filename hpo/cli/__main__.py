@@ -1,3 +1,3 @@
-from hpo.cli._main import main
+from hpo.cli import entry
 
-main()
+entry()

@@ -6,10 +6,8 @@ offending value, so the CLI can print it on one line and exit 2 without a traceb
 
 from __future__ import annotations
 
-import difflib
-import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +17,14 @@ from hpo.errors import SpecError
 from hpo.search import (
     PRUNERS,
     SAMPLERS,
-    OptionError,
     check_pruner_options,
     check_sampler_options,
     make_pruner,
     make_sampler,
 )
-from hpo.spec._foreign import key_hint, metric_hint, param_hint, value_hint
+from hpo.spec._foreign import metric_hint, param_hint
 from hpo.spec._model import (
     MAX_GRID_POINTS,
-    MAX_PLAIN_ITEMS,
     PARAM_TYPES,
     BudgetSpec,
     ParamSpec,
@@ -39,6 +35,7 @@ from hpo.spec._model import (
     pruner_dict,
 )
 from hpo.spec._objective import check_accepts, resolve_objective
+from hpo.spec._validate import Validator, dot, one_line
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # fullmatch
 
@@ -66,9 +63,9 @@ def parse_spec(text: str, *, source: str = "<spec>", check_objective: bool = Tru
         problem = e.problem or e.context or "invalid YAML"
         raise SpecError(source, None, None, f"YAML syntax error at {where}: {problem}") from None
     except yaml.YAMLError as e:
-        raise SpecError(source, None, None, f"invalid YAML: {_one_line(e)}") from None
+        raise SpecError(source, None, None, f"invalid YAML: {one_line(e)}") from None
     except (ValueError, OverflowError) as e:  # a bad timestamp (2024-13-01), a huge int
-        raise SpecError(source, None, None, f"invalid YAML value: {_one_line(e)}") from None
+        raise SpecError(source, None, None, f"invalid YAML value: {one_line(e)}") from None
     except RecursionError:
         raise SpecError(source, None, None, "YAML nested too deeply") from None
     return spec_from_dict(data, source=source, check_objective=check_objective)
@@ -102,7 +99,7 @@ class _SpecLoader(yaml.SafeLoader):
             except TypeError:
                 continue  # an unhashable key: super() reports it
             if first is not key_node:
-                path = _dot("", *_node_path(self._root, node), key)
+                path = dot("", *_node_path(self._root, node), key)
                 again, before = _at(key_node.start_mark), _at(first.start_mark)
                 raise _DuplicateKeyError(path, f"duplicate key at {again} (first at {before})")
         return super().construct_mapping(node, deep=deep)
@@ -144,7 +141,7 @@ def spec_from_dict(data: Any, *, source: str = "<spec>", check_objective: bool =
 
 
 def _spec_from_dict(data: Any, source: str, check_objective: bool) -> StudySpec:
-    v = _Validator(source)
+    v = Validator(source)
     if not isinstance(data, Mapping):
         raise SpecError(source, None, data, "a spec must be a YAML mapping")
     v.keys(
@@ -181,9 +178,9 @@ def _spec_from_dict(data: Any, source: str, check_objective: bool) -> StudySpec:
     for key, val in fixed.items():
         if not isinstance(key, str):
             raise SpecError(source, "fixed", key, "keys must be strings")
-        v.plain(val, _dot("fixed", key))
+        v.plain(val, dot("fixed", key))
         if key in {p.name for p in space}:
-            raise SpecError(source, _dot("fixed", key), val, "is also in search_space")
+            raise SpecError(source, dot("fixed", key), val, "is also in search_space")
     sampler = _sampler(v, data.get("sampler", {"type": "tpe"}), len(directions))
     pruner = _pruner(v, data.get("pruner", {"type": "none"}), "pruner")
     budget = _budget(v, data.get("budget", {}))
@@ -222,7 +219,7 @@ def _spec_from_dict(data: Any, source: str, check_objective: bool) -> StudySpec:
     return spec
 
 
-def _metrics_and_directions(v: _Validator, data: Mapping[str, Any]) -> tuple[tuple, tuple]:
+def _metrics_and_directions(v: Validator, data: Mapping[str, Any]) -> tuple[tuple, tuple]:
     if "metric" in data and "metrics" in data:
         raise SpecError(v.source, "metrics", data["metrics"], "give either metric or metrics")
     if "direction" in data and "directions" in data:
@@ -257,14 +254,14 @@ def _metrics_and_directions(v: _Validator, data: Mapping[str, Any]) -> tuple[tup
     return metrics, directions
 
 
-def _search_space(v: _Validator, raw: Any) -> tuple[ParamSpec, ...]:
+def _search_space(v: Validator, raw: Any) -> tuple[ParamSpec, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):
         raise SpecError(v.source, "search_space", raw, "must be a mapping of name: parameter")
     params = []
     for name, p in raw.items():
-        key = _dot("search_space", name)
+        key = dot("search_space", name)
         if not isinstance(name, str) or not name:
             raise SpecError(v.source, "search_space", name, "parameter names must be strings")
         if not isinstance(p, Mapping):
@@ -273,7 +270,7 @@ def _search_space(v: _Validator, raw: Any) -> tuple[ParamSpec, ...]:
     return tuple(params)
 
 
-def _param(v: _Validator, name: str, p: Mapping[str, Any], key: str) -> ParamSpec:
+def _param(v: Validator, name: str, p: Mapping[str, Any], key: str) -> ParamSpec:
     hint = param_hint(p)
     if hint:
         raise SpecError(v.source, key, dict(p), hint)
@@ -304,7 +301,7 @@ def _param(v: _Validator, name: str, p: Mapping[str, Any], key: str) -> ParamSpe
     return ParamSpec(name=name, type=ptype, low=low, high=high, log=log, step=step, values=values)
 
 
-def _categorical(v: _Validator, name: str, p: Mapping[str, Any], key: str) -> ParamSpec:
+def _categorical(v: Validator, name: str, p: Mapping[str, Any], key: str) -> ParamSpec:
     v.keys(p, key, required=("type", "choices"), optional=())
     choices = p["choices"]
     if not isinstance(choices, list) or not choices:
@@ -321,7 +318,7 @@ def _categorical(v: _Validator, name: str, p: Mapping[str, Any], key: str) -> Pa
     return ParamSpec(name=name, type="categorical", choices=tuple(choices))
 
 
-def _grid_values(v: _Validator, p: Mapping[str, Any], key: str, ptype: str) -> tuple[Any, ...]:
+def _grid_values(v: Validator, p: Mapping[str, Any], key: str, ptype: str) -> tuple[Any, ...]:
     if "values" not in p:
         return ()
     raw = p["values"]
@@ -333,7 +330,7 @@ def _grid_values(v: _Validator, p: Mapping[str, Any], key: str, ptype: str) -> t
     return values
 
 
-def _bound(v: _Validator, p: Mapping[str, Any], key: str, ptype: str) -> float | int:
+def _bound(v: Validator, p: Mapping[str, Any], key: str, ptype: str) -> float | int:
     name = key.rpartition(".")[2]
     if p.get(name) is None:
         raise SpecError(v.source, key, None, "is required")
@@ -343,7 +340,7 @@ def _bound(v: _Validator, p: Mapping[str, Any], key: str, ptype: str) -> float |
     return val
 
 
-def _sampler(v: _Validator, raw: Any, n_objectives: int) -> SamplerSpec:
+def _sampler(v: Validator, raw: Any, n_objectives: int) -> SamplerSpec:
     if raw is None:
         raw = {"type": "tpe"}
     if isinstance(raw, str):
@@ -361,7 +358,7 @@ def _sampler(v: _Validator, raw: Any, n_objectives: int) -> SamplerSpec:
     return SamplerSpec(type=stype, seed=seed, options=options)
 
 
-def _pruner(v: _Validator, raw: Any, key: str) -> PrunerSpec:
+def _pruner(v: Validator, raw: Any, key: str) -> PrunerSpec:
     if raw is None:
         raw = {"type": "none"}
     if isinstance(raw, str):
@@ -383,7 +380,7 @@ def _pruner(v: _Validator, raw: Any, key: str) -> PrunerSpec:
     return PrunerSpec(type=ptype, options=options, wrapped=wrapped)
 
 
-def _budget(v: _Validator, raw: Any) -> BudgetSpec:
+def _budget(v: Validator, raw: Any) -> BudgetSpec:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -405,7 +402,7 @@ def _budget(v: _Validator, raw: Any) -> BudgetSpec:
     return BudgetSpec(n_trials=n_trials, timeout=out["timeout"], trial_timeout=out["trial_timeout"])
 
 
-def _retry(v: _Validator, raw: Any) -> RetrySpec:
+def _retry(v: Validator, raw: Any) -> RetrySpec:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -432,14 +429,14 @@ def _retry(v: _Validator, raw: Any) -> RetrySpec:
     return RetrySpec(max_retries=max_retries, heartbeat_interval=interval, grace_period=grace)
 
 
-def _check_grid(v: _Validator, spec: StudySpec) -> None:
+def _check_grid(v: Validator, spec: StudySpec) -> None:
     if not spec.search_space:
         raise SpecError(v.source, "search_space", {}, "a grid needs at least one parameter")
     for p in spec.search_space:
         if p.type == "float" and not p.values and p.step is None:
             raise SpecError(
                 v.source,
-                _dot("search_space", p.name),
+                dot("search_space", p.name),
                 {"low": p.low, "high": p.high},
                 "a continuous parameter in a grid needs 'values' or 'step'",
             )
@@ -455,135 +452,13 @@ def _check_grid(v: _Validator, spec: StudySpec) -> None:
         raise SpecError(v.source, "budget.n_trials", n, f"exceeds the grid's {size} points")
 
 
-def _build_optuna_objects(v: _Validator, spec: StudySpec) -> None:
+def _build_optuna_objects(v: Validator, spec: StudySpec) -> None:
     """Build the sampler and pruner once so bad options fail at load time, not in a worker."""
     try:
         make_sampler(spec)
     except Exception as e:  # options are type-checked, but a constructor can reject values
-        raise SpecError(v.source, "sampler", dict(spec.sampler.options), _one_line(e)) from None
+        raise SpecError(v.source, "sampler", dict(spec.sampler.options), one_line(e)) from None
     try:
         make_pruner(spec.pruner)
     except Exception as e:
-        raise SpecError(v.source, "pruner", pruner_dict(spec.pruner), _one_line(e)) from None
-
-
-def _dot(where: str, *keys: Any) -> str:
-    """A dotted key; a key that is not a plain printable string shows as its repr."""
-    shown = [k if isinstance(k, str) and k.isprintable() and k.strip() else repr(k) for k in keys]
-    return ".".join([where, *shown] if where else shown)
-
-
-def _suggest(word: str, allowed: Sequence[str]) -> list[str]:
-    """The allowed word closest to ``word``, a transposition (lgo: log) first."""
-    same_letters = [a for a in allowed if sorted(a) == sorted(word)]
-    return same_letters[:1] or difflib.get_close_matches(word, allowed, n=1)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
-
-
-class _Validator:
-    """Small typed accessors that raise SpecError naming the file, key and value."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def keys(
-        self, d: Mapping[str, Any], where: str, *, required: Sequence[str], optional: Sequence[str]
-    ) -> None:
-        allowed = (*required, *optional)
-        for k in d:
-            if k not in allowed:
-                key = _dot(where, k)
-                foreign = key_hint(where, k, d[k])
-                hint = _suggest(str(k), allowed)
-                msg = f"unknown key; did you mean {hint[0]!r}?" if hint else "unknown key"
-                msg += f" (allowed: {', '.join(allowed)})" if not hint else ""
-                msg = f"unknown key; {foreign}" if foreign else msg
-                raise SpecError(self.source, key, d[k], msg)
-        for k in required:
-            if k not in d:
-                key = _dot(where, k)
-                raise SpecError(self.source, key, None, "is required")
-
-    def string(self, d: Mapping[str, Any], key: str) -> str:
-        val = d.get(key)
-        if not isinstance(val, str) or not val.strip():
-            raise SpecError(self.source, key, val, "must be a non-empty string")
-        return val
-
-    def string_list(self, d: Mapping[str, Any], key: str) -> list[str]:
-        val = d.get(key)
-        if not isinstance(val, list) or not val or not all(isinstance(x, str) and x for x in val):
-            raise SpecError(self.source, key, val, "must be a non-empty list of strings")
-        return val
-
-    def choice(self, val: Any, key: str, allowed: Sequence[str]) -> str:
-        if val not in allowed or not isinstance(val, str):
-            hint = _suggest(val, allowed) if isinstance(val, str) else []
-            msg = f"did you mean {hint[0]!r}?" if hint else f"must be one of {', '.join(allowed)}"
-            msg = value_hint(key, val) or msg  # sampler.type: bayes is W&B's tpe, not cmaes
-            raise SpecError(self.source, key, val, msg)
-        return val
-
-    def number(self, val: Any, key: str, *, integer: bool = False) -> Any:
-        """An int (``integer``) or a finite float; true/false are not numbers here."""
-        if integer:
-            if isinstance(val, float) and val.is_integer():
-                val = int(val)
-            if not isinstance(val, int) or isinstance(val, bool):
-                raise SpecError(self.source, key, val, "must be an integer")
-            return val
-        if not isinstance(val, int | float) or isinstance(val, bool):
-            raise SpecError(self.source, key, val, "must be a number")
-        try:
-            val = float(val)
-        except OverflowError:
-            raise SpecError(self.source, key, val, "is too large") from None
-        if not math.isfinite(val):
-            raise SpecError(self.source, key, val, "must be finite")
-        return val
-
-    def options(self, opts: Mapping[Any, Any], where: str, check: Callable[[], None]) -> None:
-        """Plain data, then ``check`` (hpo.search's) names the option Optuna would reject."""
-        for k, val in opts.items():
-            self.plain(val, _dot(where, k))
-        try:
-            check()
-        except OptionError as e:
-            message = e.message
-            foreign = key_hint(where.split(".")[0], e.option) if e.unknown else None
-            if foreign:  # eta, grace_period, min_iter, ...: another tool's name for an option
-                message = f"unknown option; {foreign}"
-            raise SpecError(self.source, _dot(where, e.option), e.value, message) from None
-
-    def plain(self, val: Any, key: str) -> None:
-        """YAML's plain data only (what JSON can store with the study), floats finite.
-
-        Iterative and bounded: a deep value cannot overflow the stack, and aliases nested
-        in aliases (a "billion laughs") stop at MAX_PLAIN_ITEMS.
-        """
-        todo: list[tuple[Any, frozenset[int]]] = [(val, frozenset())]
-        for _ in range(MAX_PLAIN_ITEMS):
-            if not todo:
-                return
-            x, inside = todo.pop()
-            if isinstance(x, dict) and not all(isinstance(k, str) for k in x):
-                raise SpecError(self.source, key, x, "mapping keys must be strings")
-            if isinstance(x, list | dict):
-                if id(x) in inside:
-                    raise SpecError(self.source, key, x, "must not contain itself")
-                inside |= {id(x)}
-                todo += [(y, inside) for y in (x.values() if isinstance(x, dict) else x)]
-            elif not isinstance(x, None | bool | int | float | str):
-                raise SpecError(
-                    self.source, key, x, "must be null, bool, number, string, list or map"
-                )
-            else:
-                self.finite(x, key)
-        raise SpecError(self.source, key, None, f"has more than {MAX_PLAIN_ITEMS} items")
-
-    def finite(self, val: Any, key: str) -> None:
-        if isinstance(val, float) and not math.isfinite(val):
-            raise SpecError(self.source, key, val, "must be finite")
+        raise SpecError(v.source, "pruner", pruner_dict(spec.pruner), one_line(e)) from None

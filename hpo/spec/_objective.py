@@ -14,10 +14,7 @@ from typing import Any
 from hpo.errors import SpecError
 from hpo.search import BUILTIN_OBJECTIVES
 from hpo.spec._model import StudySpec
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
+from hpo.spec._validate import one_line
 
 
 def objective_module(ref: str) -> str:
@@ -50,7 +47,7 @@ def resolve_objective(ref: str, *, source: str = "<spec>") -> Callable[..., Any]
             source,
             "objective",
             ref,
-            f"cannot import {module_name!r} ({type(e).__name__}: {_one_line(e)})",
+            f"cannot import {module_name!r} ({type(e).__name__}: {one_line(e)})",
         ) from None
     if not callable(fn):
         raise SpecError(source, "objective", ref, f"{module_name!r} has no callable {attr!r}")

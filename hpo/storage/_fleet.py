@@ -17,22 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hpo.storage._rdb import _metadata
-
-workers_table = sa.Table(
-    "hpo_workers",
-    _metadata,
-    sa.Column("worker_id", sa.String(128), primary_key=True),
-    sa.Column("study_id", sa.Integer, nullable=False, index=True),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("slot", sa.Integer, nullable=False),
-    sa.Column("gpu", sa.String(32), nullable=True),
-    sa.Column("trial_number", sa.Integer, nullable=True),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("started_at", sa.DateTime, nullable=False),
-    sa.Column("heartbeat_at", sa.DateTime, nullable=False),
-)
+from hpo.storage._tables import workers_table
 
 #: Row states a live worker writes; "stopped" is its last word, "lost" is read-time only.
 LIVE_STATES = ("starting", "idle", "running", "draining")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hpo.errors import NoDatabase, StorageError, UsageError
+from hpo.storage._tables import budget_table, metadata
 
 if TYPE_CHECKING:
     import optuna
@@ -37,17 +38,6 @@ SQLITE_BUSY_TIMEOUT_S = 120
 # trial paid a new connection (a server process forked per connection, several ms).
 PG_POOL_SIZE = 2
 PG_MAX_OVERFLOW = 0
-
-_metadata = sa.MetaData()
-budget_table = sa.Table(
-    "hpo_budget",
-    _metadata,
-    sa.Column("study_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("n_trials", sa.Integer, nullable=True),
-    sa.Column("stop", sa.String(16), nullable=True),
-)
-# hpo_workers (the fleet) is declared in _fleet.py on this metadata; the package imports
-# both, so open_storage creates every table.
 
 
 def resolve_url(cli: str | None, spec_storage: str | None = None) -> str:
@@ -107,7 +97,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
             url,
             engine_kwargs=engine_kwargs,
         )
-        _metadata.create_all(storage.engine)
+        metadata.create_all(storage.engine)
     except ImportError as e:
         raise StorageError(f"no driver for {mask(url)!r}: {e}") from None
     except (sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:

@@ -12,7 +12,7 @@ from optuna.distributions import BaseDistribution, distribution_to_json
 
 from hpo.context import TrialContext
 from hpo.storage import logical_trial_number, study_checkpoint_dir
-from hpo.worker._trial_process import TrialJob
+from hpo.worker._protocol import TrialJob
 
 if TYPE_CHECKING:
     from hpo.storage import WorkerStorage

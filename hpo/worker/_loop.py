@@ -44,7 +44,6 @@ from hpo.storage import (
     worker_id,
 )
 from hpo.worker import _protocol as msg
-from hpo.worker import _trial_process as tp
 from hpo.worker._apply import apply_call, close_trial
 from hpo.worker._assign import take_trials, trial_job
 from hpo.worker._faults import Recovery
@@ -250,7 +249,7 @@ class Worker:
             case msg.Call() | msg.Cast() if proc.running is not None:
                 apply_call(self._storage, proc, proc.running.trial, message)
 
-    def _finish(self, proc: TrialProcess, outcome: tp.TrialOutcome) -> None:
+    def _finish(self, proc: TrialProcess, outcome: msg.TrialOutcome) -> None:
         running = proc.running
         if running is None or running.trial._trial_id != outcome.trial_id:
             return

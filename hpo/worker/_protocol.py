@@ -14,12 +14,45 @@ The pipe keeps order, so a :class:`Cast` is applied before the :class:`Done` tha
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-if TYPE_CHECKING:
-    from hpo.worker._trial_process import TrialJob, TrialOutcome
+from hpo.context import TrialContext
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What the worker sends to run one trial."""
+
+    trial_id: int
+    number: int
+    params: Mapping[str, Any]
+    distributions: Mapping[str, str]  # name -> distribution JSON
+    user_attrs: Mapping[str, Any]
+    system_attrs: Mapping[str, Any]
+    context: TrialContext
+    datetime_start: dt.datetime | None = None
+    threads: int | None = None  # for torch in this trial; None leaves the user's setting
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What the process sends back when the objective returns or raises."""
+
+    trial_id: int
+    state: str  # "COMPLETE" | "PRUNED" | "FAIL"
+    values: tuple[float, ...] | None = None
+    reason: str | None = None
+    duration_s: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Set when this trial shows that every trial would be wrong (a searched parameter the
+    # objective never reads, a suggest_* that disagrees with the spec): the worker fails
+    # the trial with this reason and stops the study instead of spending its budget.
+    stop_study: str | None = None
+    warning: str | None = None  # for the worker's log (fixed keys nothing read)
 
 
 class Method(enum.Enum):

@@ -20,7 +20,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -30,45 +29,13 @@ from optuna.trial import BaseTrial
 
 from hpo.context import TrackedParams, TrialContext
 from hpo.worker import _protocol as msg
-from hpo.worker._protocol import Method
+from hpo.worker._protocol import Method, TrialJob, TrialOutcome
 
 #: Set by the worker before its first trial process starts: the objective's module, which
 #: the forkserver (``hpo.worker._forkserver``) imports once for all of them.
 OBJECTIVE_MODULE_ENV = "HPO_OBJECTIVE_MODULE"
 #: "forkserver" (the default) or "spawn": how the worker starts trial processes.
 START_METHOD_ENV = "HPO_START_METHOD"
-
-
-@dataclass(frozen=True)
-class TrialJob:
-    """What the worker sends to run one trial."""
-
-    trial_id: int
-    number: int
-    params: Mapping[str, Any]
-    distributions: Mapping[str, str]  # name -> distribution JSON
-    user_attrs: Mapping[str, Any]
-    system_attrs: Mapping[str, Any]
-    context: TrialContext
-    datetime_start: dt.datetime | None = None
-    threads: int | None = None  # for torch in this trial; None leaves the user's setting
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    """What the process sends back when the objective returns or raises."""
-
-    trial_id: int
-    state: str  # "COMPLETE" | "PRUNED" | "FAIL"
-    values: tuple[float, ...] | None = None
-    reason: str | None = None
-    duration_s: float = 0.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    # Set when this trial shows that every trial would be wrong (a searched parameter the
-    # objective never reads, a suggest_* that disagrees with the spec): the worker fails
-    # the trial with this reason and stops the study instead of spending its budget.
-    stop_study: str | None = None
-    warning: str | None = None  # for the worker's log (fixed keys nothing read)
 
 
 class RemoteError(RuntimeError):

@@ -1,0 +1,59 @@
+"""Which study and storage a command means: the one storage rule, and did-you-mean."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hpo.cli._secrets import remember
+
+
+def storage_for(storage: str | None, spec_storage: str | None) -> str:
+    """The storage the one rule picks (hpo.storage.resolve_url), its password scrubbed."""
+    from hpo.storage import resolve_url
+
+    return remember(resolve_url(storage, spec_storage)) or ""
+
+
+def target(study: str, storage: str | None) -> tuple[str, str]:
+    """STUDY as a study name or the path of its spec, and the storage the rule picks for it."""
+    spec_storage = None
+    path = Path(study)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") and (path.is_file() or os.sep in study):
+        from hpo.spec import load_spec
+
+        loaded = load_spec(path, check_objective=False)
+        study, spec_storage = loaded.name, loaded.storage
+    url = storage_for(storage, spec_storage)
+    _TARGET[:] = [(study, url, storage is not None or spec_storage is not None)]
+    return study, url
+
+
+_TARGET: list[tuple[str, str, bool]] = []  # (name, url, whether the user chose the storage)
+
+
+def not_found_hint() -> str:
+    """For "no study named ...": the close name, or what the storage holds, or how to choose."""
+    import difflib
+
+    from hpo.storage import HERE_FILE
+
+    if not _TARGET:
+        return ""
+    name, url, chosen = _TARGET[0]
+    try:
+        from hpo.study import list_studies
+
+        names = [s["name"] for s in list_studies(url)]
+    except Exception:  # a missing SQLite file, say: it holds nothing
+        names = []
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    held = f" (it holds: {', '.join(names[:8])})" if names else ""
+    if chosen or os.environ.get("HPO_STORAGE") or HERE_FILE.exists():
+        return held
+    return (
+        f"{held}; give --storage, HPO_STORAGE or the spec's path, or run this where "
+        "`hpo create` ran"
+    )
