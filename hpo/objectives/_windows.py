@@ -20,11 +20,51 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["MemmapWindows", "default_cache_dir", "rhythm_windows"]
+__all__ = [
+    "MemmapWindows",
+    "default_cache_dir",
+    "rhythm_prototypes",
+    "rhythm_samples",
+    "rhythm_windows",
+]
 
 #: Samples generated per chunk: 4 MiB per float64 array at 8 x 64, a few arrays at a time.
 _CHUNK = 1024
 _SPLITS = (("train", 0.6), ("val", 0.2), ("test", 0.2))
+
+
+def rhythm_prototypes(
+    rng: np.random.Generator, n_classes: int, n_channels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every class's rhythm: cycles per window, phase and strength of every channel."""
+    freq = rng.uniform(1.0, 6.0, size=(n_classes, n_channels))
+    phase = rng.uniform(0.0, 2 * np.pi, size=(n_classes, n_channels))
+    strength = rng.uniform(0.3, 1.0, size=(n_classes, n_channels))
+    return freq, phase, strength
+
+
+def rhythm_samples(
+    rng: np.random.Generator,
+    prototypes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    y: np.ndarray,
+    seq_len: int,
+    noise: float,
+) -> np.ndarray:
+    """``(len(y), n_channels, seq_len)`` float64 windows of the classes ``y``."""
+    freq, phase, strength = prototypes
+    n_samples, n_channels = len(y), freq.shape[1]
+    t = np.linspace(0.0, 1.0, seq_len, endpoint=False)
+    f = freq[y] * (1 + 0.05 * rng.standard_normal((n_samples, n_channels)))
+    shift = rng.uniform(0.0, 1.0, size=(n_samples, 1, 1))
+    gain = rng.uniform(0.6, 1.4, size=(n_samples, 1, 1))
+    # A slow swell and fade, like a muscle activating: 0.5-1.5 cycles per window.
+    swell_rate = rng.uniform(0.5, 1.5, size=(n_samples, 1, 1))
+    swell_phase = rng.uniform(size=(n_samples, 1, 1))
+    envelope = 1 + 0.5 * np.sin(2 * np.pi * (swell_rate * t + swell_phase))
+    angle = 2 * np.pi * f[..., None] * (t + shift) + phase[y][..., None]
+    x = gain * envelope * strength[y][..., None] * np.sin(angle)
+    x += noise * rng.standard_normal(x.shape)
+    return x
 
 
 def default_cache_dir() -> Path:
@@ -110,8 +150,6 @@ def _generate(
     noise: float,
     seed: int,
 ) -> None:
-    from hpo.objectives.sequence import rhythm_prototypes, rhythm_samples
-
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:

@@ -24,7 +24,7 @@ from hpo.training._data import (
     stratified_split,
 )
 from hpo.training._device import resolve_device, seed_everything
-from hpo.training._loop import Step, default_step, evaluate, train
+from hpo.training._loop import evaluate, train
 from hpo.training._metrics import (
     CM_METRICS,
     METRIC_NAMES,
@@ -36,6 +36,7 @@ from hpo.training._metrics import (
     metric_tensor,
 )
 from hpo.training._optim import learning_rate, param_groups
+from hpo.training._step import Step, default_step
 from hpo.training._tasks import DEFAULT_LOSS, LossFn, make_loss, metric_names
 
 __all__ = [

@@ -17,7 +17,12 @@ from hpo.training._config import TrainConfig
 
 __all__ = ["learning_rate", "make_optimizer", "param_groups"]
 
-_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+_NORMS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+)
 if hasattr(nn, "RMSNorm"):
     _NORMS = (*_NORMS, nn.RMSNorm)
 
@@ -26,7 +31,9 @@ def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """One group, or (``no_decay_bias_norm``) a decayed group and one of biases and norms."""
     if not config.no_decay_bias_norm:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    decay, no_decay, seen = [], [], set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:

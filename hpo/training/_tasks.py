@@ -51,15 +51,20 @@ def make_loss(config: TrainConfig, device: torch.device, *, training: bool) -> L
             return F.cross_entropy(outputs, targets, weight=weight, label_smoothing=smoothing)
 
         return cross_entropy
-    elementwise = {
+
+    def huber(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.huber_loss(outputs, targets, delta=config.huber_delta)
+
+    elementwise: dict[str, LossFn] = {
         "bce_with_logits": F.binary_cross_entropy_with_logits,
         "mse": F.mse_loss,
         "l1": F.l1_loss,
-        "huber": lambda o, t: F.huber_loss(o, t, delta=config.huber_delta),
-    }[loss]
+        "huber": huber,
+    }
+    fn = elementwise[loss]
 
     def compare(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return elementwise(outputs, _like(targets, outputs))
+        return fn(outputs, _like(targets, outputs))
 
     return compare
 
