@@ -69,12 +69,14 @@ class Stepper:
     state: LoopState
     on_oom: Callable[[], None]
 
-    def _accumulate(self, group: list[Batch], loss_sum: torch.Tensor) -> None:
+    def _accumulate(self, group: list[Batch]) -> list[tuple[torch.Tensor, int]]:
         """Forward and backward over ``group``, each batch in ``state.micro_splits`` parts.
 
         Each part's mean loss is weighted by its share of its batch and by ``1/len(group)``,
-        so the gradient is the same however the batches are cut.
+        so the gradient is the same however the batches are cut. Returns each part's
+        detached loss and size, added to the epoch's sum only once the whole group is done.
         """
+        losses: list[tuple[torch.Tensor, int]] = []
         splits = self.state.micro_splits
         for batch in group:
             n_batch = batch_len(batch)
@@ -87,15 +89,14 @@ class Stepper:
                 weight = n / (n_batch * len(group))
                 scaled = loss * weight if weight != 1 else loss
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-                # note: accumulating on the device; a .item() here would sync every batch
-                loss_sum.add_(loss.detach(), alpha=n)
+                losses.append((loss.detach(), n))
+        return losses
 
     def optimizer_step(self, group: list[Batch], loss_sum: torch.Tensor) -> None:
         """One optimizer step over ``group``; halves the micro-batch on out-of-memory."""
         while True:
-            before = loss_sum.clone() if self.config.oom_fallback else loss_sum
             try:
-                self._accumulate(group, loss_sum)
+                losses = self._accumulate(group)
                 break
             except torch.OutOfMemoryError as e:
                 if not self.config.oom_fallback:
@@ -103,11 +104,13 @@ class Stepper:
                 reason = str(e).splitlines()[0] if str(e) else "out of memory"
             # Out of the handler, the failed step's activations are unreferenced: free them.
             self.optimizer.zero_grad(set_to_none=True)
-            loss_sum.copy_(before)
             gc.collect()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             self._halve(max(batch_len(b) for b in group), reason)
+        for loss, n in losses:
+            # note: accumulating on the device; a .item() here would sync every batch
+            loss_sum.add_(loss, alpha=n)
         config = self.config
         if config.grad_clip is not None:
             if self.scaler:
