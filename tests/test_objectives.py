@@ -178,3 +178,22 @@ def test_rhythm_data_is_generated_deterministically_and_cached() -> None:
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_val, b.y_val)
     assert a.x_train.shape == (60, 3, 16) and a.n_classes == 4
     assert torch.bincount(a.y_train).tolist() == [15, 15, 15, 15]
+
+
+def test_sequence_study_reads_through_dataloader_workers_in_trial_processes(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Trial processes may start DataLoader workers (they are not daemonic)."""
+    import hpo
+
+    spec = hpo.parse_spec(
+        "name: seq\nobjective: sequence\nmetric: val_f1\ndirection: maximize\n"
+        "search_space: {lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}}\n"
+        "fixed: {epochs: 1, n_samples: 200, hidden_size: 8, num_workers: 2,"
+        f" cache_dir: {tmp_path / 'cache'}}}\n"
+        "sampler: {type: random, seed: 0}\nbudget: {n_trials: 1}\n"
+    )
+    study, summary = hpo.run(spec, storage=sqlite_url, workers=1)
+    (trial,) = study.optuna.get_trials()
+    assert summary.failed == 0, trial.user_attrs
+    assert trial.state == TrialState.COMPLETE

@@ -624,7 +624,9 @@ class Worker:
             target=tp.main,
             args=(child, self._spec.objective, slot.env(), os.getpid()),
             name=f"hpo-trial-{slot.index}",
-            daemon=True,
+            # Not daemonic, so an objective can start DataLoader workers; _teardown joins or
+            # kills every trial process, and each dies with the worker (PR_SET_PDEATHSIG).
+            daemon=False,
         )
         process.start()
         child.close()
