@@ -215,17 +215,18 @@ class BatchSource:
         self._workers.manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
         return iter(self.train_loader)
 
-    def eval_batches(self, split: str) -> Iterable[Batch] | None:
-        """``"val"`` or ``"test"`` batches in a fixed order; ``None`` for an absent test split."""
+    def val_batches(self) -> Iterable[Batch]:
+        """Validation batches, in a fixed order."""
         if self.placed is not None:
-            pair = self.placed.val if split == "val" else self.placed.test
-            if pair is None:
-                return None
-            x, y = pair
-            bs = self.eval_batch_size
-            return [(x[i : i + bs], y[i : i + bs]) for i in range(0, len(y), bs)]
-        return self.val_loader if split == "val" else self.test_loader
+            return self._slices(*self.placed.val)
+        return self.val_loader
 
+    def test_batches(self) -> Iterable[Batch] | None:
+        """Test batches, in a fixed order; ``None`` without a test split."""
+        if self.placed is not None:
+            return self._slices(*self.placed.test) if self.placed.test is not None else None
+        return self.test_loader
 
-def steps_per_epoch(n_batches: int | None, grad_accum: int) -> int | None:
-    return None if n_batches is None else math.ceil(n_batches / grad_accum)
+    def _slices(self, x: torch.Tensor, y: torch.Tensor) -> list[Batch]:
+        bs = self.eval_batch_size
+        return [(x[i : i + bs], y[i : i + bs]) for i in range(0, len(y), bs)]

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from hpo.context import TrialContext
-from hpo.training._batches import BatchSource, LoaderData
+from hpo.training._batches import Batch, BatchSource, LoaderData
 from hpo.training._checkpoints import Checkpoints, LoopState, fingerprint
 from hpo.training._config import DIRECTIONS, NonFiniteLossError, TrainConfig, TrainResult
 from hpo.training._data import ClassificationData
@@ -244,10 +244,7 @@ def _fit(
     )
     eval_loss = make_loss(config, device, training=False)
 
-    def evaluate_on(split: str) -> tuple[torch.Tensor, MetricAccumulator, int] | None:
-        batches = source.eval_batches(split)
-        if batches is None:
-            return None
+    def evaluate_on(batches: Iterable[Batch]) -> tuple[torch.Tensor, MetricAccumulator]:
         acc = MetricAccumulator(config.task, device, n_classes=n_classes, user=user_metrics)
         loss_sum = evaluate_batches(
             model,
@@ -259,7 +256,7 @@ def _fit(
             device=device,
             amp_dtype=amp_dtype,
         )
-        return loss_sum, acc, acc.n
+        return loss_sum, acc
 
     while state.epoch < config.epochs and not state.early_stopped(config):
         epoch, t0 = state.epoch, time.perf_counter()
@@ -272,11 +269,10 @@ def _fit(
             first_step=epoch * steps_per_epoch,
         )
         # validate
-        val = evaluate_on("val")
-        assert val is not None
-        val_loss_sum, val_metrics, n_val = val
+        val_loss_sum, val_metrics = evaluate_on(source.val_batches())
         # metrics: the epoch's one device-to-host transfer (note: a sync point)
-        values = _fetch([train_loss_sum / max(n_train, 1), val_loss_sum / n_val], val_metrics)
+        means = [train_loss_sum / max(n_train, 1), val_loss_sum / val_metrics.n]
+        values = _fetch(means, val_metrics)
         names = ("train_loss", "val_loss", *(f"val_{m}" for m in val_metrics.names))
         row = dict(zip(names, values, strict=True))
         for name in ("train_loss", "val_loss"):
@@ -305,7 +301,9 @@ def _fit(
     if best_weights is None:  # unreachable: epochs >= 1
         raise RuntimeError("training ended without running an epoch")
     model.load_state_dict(best_weights)
-    return _finish(trial, ctx, model, config, device, state, best_cm, evaluate_on("test"))
+    test_batches = source.test_batches()
+    test = evaluate_on(test_batches) if test_batches is not None else None
+    return _finish(trial, ctx, model, config, device, state, best_cm, test)
 
 
 def _steps_per_epoch(n_batches: int | None, config: TrainConfig) -> int:
@@ -328,12 +326,12 @@ def _finish(
     device: torch.device,
     state: LoopState,
     best_cm: torch.Tensor | None,
-    test: tuple[torch.Tensor, MetricAccumulator, int] | None,
+    test: tuple[torch.Tensor, MetricAccumulator] | None,
 ) -> TrainResult:
     test_metrics = None
     if test is not None:
-        test_loss_sum, test_acc, n_test = test
-        test_values = _fetch([test_loss_sum / n_test], test_acc)
+        test_loss_sum, test_acc = test
+        test_values = _fetch([test_loss_sum / test_acc.n], test_acc)
         test_metrics = dict(zip(("loss", *test_acc.names), test_values, strict=True))
     n_params = sum(p.numel() for p in model.parameters())
     best_row = {**state.history[state.best_epoch], "n_params": float(n_params)}
