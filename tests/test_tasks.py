@@ -276,3 +276,21 @@ def test_out_of_memory_below_the_floor_fails_with_the_reason() -> None:
     with pytest.raises(torch.OutOfMemoryError, match=r"min_micro_batch=32.*Tried to allocate"):
         train(trial, ctx_for(params), _Limited(make_model(), limit=16), make_data())
     assert trial.user_attrs["oom_fallback"][-1]["gave_up"] is True
+
+
+def test_binary_task_trains_on_in_memory_data_with_a_two_by_two_confusion_matrix() -> None:
+    data = make_data()
+    binary = type(data)(
+        x_train=data.x_train,
+        y_train=(data.y_train == 0).long(),
+        x_val=data.x_val,
+        y_val=(data.y_val == 0).long(),
+        n_classes=2,
+    )
+    params = {"task": "binary", "epochs": 6, "lr": 0.02}
+    seed_everything(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    result = train(FixedTrial({}), ctx_for(params, "val_f1"), model, binary)
+    assert result.value > 0.7
+    cm = result.confusion_matrix
+    assert cm is not None and len(cm) == 2 and sum(map(sum, cm)) == len(binary.y_val)
