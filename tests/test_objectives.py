@@ -192,6 +192,7 @@ def test_sequence_study_reads_through_dataloader_workers_in_trial_processes(
         "fixed: {epochs: 1, n_samples: 200, hidden_size: 8, num_workers: 2,"
         f" cache_dir: {tmp_path / 'cache'}}}\n"
         "sampler: {type: random, seed: 0}\nbudget: {n_trials: 1}\n"
+        f"checkpoint_dir: {tmp_path / 'ckpt'}\n"
     )
     study, summary = hpo.run(spec, storage=sqlite_url, workers=1)
     (trial,) = study.optuna.get_trials()
