@@ -16,7 +16,13 @@ nothing else) shows how close hpo's loop is to the floor, and ``bare / textbook`
 ceiling: the most any loop can gain over the textbook one by its own overhead alone while the
 model's step runs eagerly (BENCHMARKS.md explains why that is under 3x on a CPU).
 
+DataLoader mode (``--dataloader``): hpo's loop over a user ``DataLoader`` (``LoaderData``)
+against the textbook loop over the very same ``DataLoader`` objects, for each
+``--workers`` count (default 0 and 2; persistent workers, pinned memory on CUDA), side by
+side in the same run as the in-memory table. Target: at least 1.0x.
+
     python benchmarks/train_throughput.py --epochs 5 --repeats 3
+    python benchmarks/train_throughput.py --epochs 5 --repeats 3 --dataloader --workers 0 2
     python benchmarks/train_throughput.py --epochs 5 --repeats 5 --threads 1 \\
         --batch-size 16 32 64 128 256    # the ratio at each batch size, in one table
 """
@@ -39,7 +45,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hpo.context import TrialContext
 from hpo.objectives.mlp import MLP, load_data
-from hpo.training import ClassificationData, TrainConfig, resolve_device, seed_everything, train
+from hpo.training import (
+    ClassificationData,
+    LoaderData,
+    TrainConfig,
+    resolve_device,
+    seed_everything,
+    train,
+)
 
 
 def tiled_digits(tile: int) -> ClassificationData:
@@ -195,6 +208,117 @@ def measure(
     return throughput
 
 
+# -- DataLoader mode: both loops read the same user DataLoaders ------------------------------
+
+
+Loaders = tuple[DataLoader, DataLoader]
+DL_TARGET = 1.0  # issue 16: hpo's loop over a user DataLoader no slower than the textbook one
+
+
+def make_loaders(
+    data: ClassificationData, config: TrainConfig, workers: int, device: torch.device
+) -> Loaders:
+    opts = {
+        "num_workers": workers,
+        "persistent_workers": workers > 0,
+        "pin_memory": device.type == "cuda",
+    }
+    train_loader = DataLoader(
+        TensorDataset(data.x_train, data.y_train),
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=torch.Generator(),
+        **opts,
+    )
+    val_loader = DataLoader(
+        TensorDataset(data.x_val, data.y_val), batch_size=config.eval_batch_size, **opts
+    )
+    return train_loader, val_loader
+
+
+def textbook_dl(
+    model: nn.Module, loaders: Loaders, config: TrainConfig, device: torch.device
+) -> float:
+    """The tutorial loop over given loaders (``non_blocking`` copies, like hpo's)."""
+    model.to(device)
+    train_loader, val_loader = loaders
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    criterion = nn.CrossEntropyLoss()
+    accuracy = 0.0
+    for _ in range(config.epochs):
+        model.train()
+        running_loss = 0.0
+        for xb, yb in train_loader:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            optimizer.zero_grad()
+            loss = criterion(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item() * len(yb)
+        model.eval()
+        correct, total = 0, 0
+        with torch.no_grad():
+            for xb, yb in val_loader:
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                correct += (model(xb).argmax(dim=1) == yb).sum().item()
+                total += len(yb)
+        accuracy = correct / total
+    return accuracy
+
+
+def hpo_dl(model: nn.Module, loaders: Loaders, config: TrainConfig, device: torch.device) -> float:
+    ctx = TrialContext(
+        params={}, metrics=("val_accuracy",), directions=("maximize",), device=str(device)
+    )
+    data = LoaderData(train=loaders[0], val=loaders[1])
+    return train(FixedTrial({}), ctx, model, data, config).history[-1]["val_accuracy"]
+
+
+DL_LOOPS = {"hpo": hpo_dl, "textbook": textbook_dl}
+
+
+def measure_dataloader(
+    data: ClassificationData, workers: int, args: argparse.Namespace, device: torch.device
+) -> dict[str, float]:
+    bs = args.batch_size[0]
+    config = TrainConfig(epochs=args.epochs, batch_size=bs, lr=1e-3, amp=False)
+    loaders = make_loaders(data, config, workers, device)
+    warmup = TrainConfig(epochs=1, batch_size=bs, lr=1e-3, amp=False)
+    seconds: dict[str, list[float]] = {name: [] for name in DL_LOOPS}
+    for run in range(args.repeats + 1):  # the first run of each loop is an untimed warm-up
+        for name, loop in DL_LOOPS.items():
+            model = make_model(data, args.hidden_size)
+            start = time.perf_counter()
+            loop(model, loaders, warmup if run == 0 else config, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if run:
+                seconds[name].append(time.perf_counter() - start)
+    samples = args.epochs * len(data.y_train)
+    throughput = {name: samples / statistics.median(s) for name, s in seconds.items()}
+    return throughput
+
+
+def dataloader_table(
+    data: ClassificationData, args: argparse.Namespace, device: torch.device
+) -> None:
+    print(f"\nDataLoader mode (batch size {args.batch_size[0]}, the same loaders for both loops)")
+    print("num_workers | hpo samples/s | textbook samples/s | hpo / textbook")
+    rows = {w: measure_dataloader(data, w, args, device) for w in args.workers}
+    for w, t in rows.items():
+        print(
+            f"{w:>11} | {t['hpo']:>13,.0f} | {t['textbook']:>18,.0f} | "
+            f"{t['hpo'] / t['textbook']:>13.2f}x"
+        )
+    for w, t in rows.items():
+        ratio = t["hpo"] / t["textbook"]
+        verdict = "PASS" if ratio >= DL_TARGET else "FAIL"
+        print(
+            f"{verdict}: num_workers {w}: {ratio:.2f}x the textbook loop over the same "
+            f"DataLoader (target >= {DL_TARGET}x)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=5)
@@ -206,6 +330,10 @@ def main() -> None:
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--tile", type=int, default=10, help="copies of the digits splits")
     parser.add_argument("--threads", type=int, default=None, help="torch threads, all loops")
+    parser.add_argument(
+        "--dataloader", action="store_true", help="also: both loops over the same DataLoaders"
+    )
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="num_workers")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -232,6 +360,8 @@ def main() -> None:
         ratio = t["hpo"] / t["textbook"]
         verdict = "PASS" if ratio >= TARGET else "FAIL"
         print(f"{verdict}: batch size {bs}: {ratio:.2f}x the textbook loop (target >= {TARGET}x)")
+    if args.dataloader:
+        dataloader_table(data, args, device)
 
 
 if __name__ == "__main__":

@@ -269,7 +269,13 @@ class _OutOfMemory(nn.Module):
 def test_out_of_memory_is_reraised_after_freeing_gradients() -> None:
     model = _OutOfMemory()
     with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate"):
-        train(FixedTrial({}), ctx_for({}), model, make_data(), TrainConfig(batch_size=32))
+        train(
+            FixedTrial({}),
+            ctx_for({}),
+            model,
+            make_data(),
+            TrainConfig(batch_size=32, oom_fallback=False),
+        )
     assert all(p.grad is None for p in model.parameters())
     # The process stays usable: the next trial trains normally.
     result, _ = run({"epochs": 1})

@@ -1,11 +1,15 @@
 """Built-in ``sequence`` objective: classify multichannel time series (EMG / landmark style).
 
-The data are GENERATED, deterministically from a fixed data seed, by
-:func:`make_rhythm_data`: every class has its own rhythm, a frequency, phase and strength
-per channel. A sample of class ``k`` is that rhythm with per-sample frequency jitter, a
-random time shift (which moves all channels together, so only their relative timing and
-frequencies carry the class), a random gain, a slow amplitude envelope (like muscle
-activation) and Gaussian noise. Channels are standardized with training statistics.
+The data are GENERATED, deterministically from a fixed data seed, once into an on-disk,
+memory-mapped dataset in a cache directory (``cache_dir``, default ``$HPO_CACHE_DIR`` or
+``~/.cache/hpo``; see :mod:`hpo.objectives._windows`), and read through a ``DataLoader``
+with ``num_workers`` (2) persistent workers, so ``n_samples`` may exceed memory.
+(:func:`make_rhythm_data` makes the same kind of data in memory.) Every class has its own
+rhythm, a frequency, phase and strength per channel. A sample of class ``k`` is that rhythm
+with per-sample frequency jitter, a random time shift (which moves all channels together,
+so only their relative timing and frequencies carry the class), a random gain, a slow
+amplitude envelope (like muscle activation) and Gaussian noise. Channels are standardized
+with training statistics.
 
 Two architectures (``arch``): ``tcn``, residual blocks of dilated ``Conv1d`` + batch norm
 + ReLU with dilations 1, 2, 4, ...; ``transformer``, a small pre-norm Transformer encoder
@@ -14,12 +18,14 @@ over time steps with learned positions. Both average over time before a linear c
 Params (defaults): ``arch`` ("tcn"), ``hidden_size`` (32), ``n_layers`` (3 tcn, 2 transformer),
 ``kernel_size`` (5, tcn), ``n_heads`` (4, transformer), ``dropout`` (0.1); data:
 ``n_channels`` (8), ``seq_len`` (64), ``n_classes`` (5), ``n_samples`` (1000), ``noise``
-(1.0); and the training loop's keys (see :class:`hpo.training.TrainConfig`).
+(1.0), ``cache_dir``, ``num_workers`` (2); and the training loop's keys (see
+:class:`hpo.training.TrainConfig`).
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -28,7 +34,19 @@ from torch import nn
 
 from hpo.context import TrialContext
 from hpo.objectives import choice_param, float_param, int_param, training_accepts
-from hpo.training import ClassificationData, make_classification_data, seed_everything, train
+from hpo.objectives._windows import (
+    default_cache_dir,
+    rhythm_prototypes,
+    rhythm_samples,
+    rhythm_windows,
+)
+from hpo.training import (
+    ClassificationData,
+    LoaderData,
+    make_classification_data,
+    seed_everything,
+    train,
+)
 
 __all__ = ["ACCEPTS", "TCN", "SequenceTransformer", "make_rhythm_data", "objective"]
 
@@ -55,23 +73,10 @@ def make_rhythm_data(
     Cached per argument tuple: a worker process generates each variant once.
     """
     rng = np.random.default_rng(seed)
-    # Class prototypes: cycles per window, phase and strength of every channel.
-    freq = rng.uniform(1.0, 6.0, size=(n_classes, n_channels))
-    phase = rng.uniform(0.0, 2 * np.pi, size=(n_classes, n_channels))
-    strength = rng.uniform(0.3, 1.0, size=(n_classes, n_channels))
+    freq, phase, strength = rhythm_prototypes(rng, n_classes, n_channels)
 
     y = rng.permutation(np.arange(n_samples) % n_classes)
-    t = np.linspace(0.0, 1.0, seq_len, endpoint=False)
-    f = freq[y] * (1 + 0.05 * rng.standard_normal((n_samples, n_channels)))
-    shift = rng.uniform(0.0, 1.0, size=(n_samples, 1, 1))
-    gain = rng.uniform(0.6, 1.4, size=(n_samples, 1, 1))
-    # A slow swell and fade, like a muscle activating: 0.5-1.5 cycles per window.
-    swell_rate = rng.uniform(0.5, 1.5, size=(n_samples, 1, 1))
-    swell_phase = rng.uniform(size=(n_samples, 1, 1))
-    envelope = 1 + 0.5 * np.sin(2 * np.pi * (swell_rate * t + swell_phase))
-    angle = 2 * np.pi * f[..., None] * (t + shift) + phase[y][..., None]
-    x = gain * envelope * strength[y][..., None] * np.sin(angle)
-    x += noise * rng.standard_normal(x.shape)
+    x = rhythm_samples(rng, (freq, phase, strength), y, seq_len, noise)
 
     data = make_classification_data(
         x.astype(np.float32), y, val_fraction=0.2, test_fraction=0.2, seed=seed, standardize=False
@@ -175,15 +180,27 @@ class SequenceTransformer(nn.Module):
 
 def objective(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tuple[float, ...]:
     params = ctx.params
-    data = make_rhythm_data(
+    n_channels = int_param(params, "n_channels", 8)
+    seq_len = int_param(params, "seq_len", 64, minimum=2)
+    n_classes = int_param(params, "n_classes", 5, minimum=2)
+    splits = rhythm_windows(
+        Path(params.get("cache_dir") or default_cache_dir()),
         n_samples=int_param(params, "n_samples", 1000, minimum=10),
-        n_channels=int_param(params, "n_channels", 8),
-        seq_len=int_param(params, "seq_len", 64, minimum=2),
-        n_classes=int_param(params, "n_classes", 5, minimum=2),
+        n_channels=n_channels,
+        seq_len=seq_len,
+        n_classes=n_classes,
         noise=float_param(params, "noise", 1.0, low=0.0, high=float("inf")),
+        seed=DATA_SEED,
+    )
+    num_workers = int_param(params, "num_workers", 2, minimum=0)
+    data = LoaderData(
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,  # one start per trial, not per epoch
     )
     arch = choice_param(params, "arch", "tcn", ARCHS)
-    n_channels, seq_len = data.x_train.shape[1], data.x_train.shape[2]
     hidden_size = int_param(params, "hidden_size", 32)
     dropout = float_param(params, "dropout", 0.1, low=0.0, high=1.0)
     # Both architectures' own keys are read (and checked) whichever one a trial builds, so a
@@ -195,7 +212,7 @@ def objective(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tuple
     if arch == "tcn":
         model = TCN(
             n_channels,
-            data.n_classes,
+            n_classes,
             hidden_size=hidden_size,
             n_layers=int_param(params, "n_layers", 3),
             kernel_size=kernel_size,
@@ -204,7 +221,7 @@ def objective(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tuple
     else:
         model = SequenceTransformer(
             n_channels,
-            data.n_classes,
+            n_classes,
             seq_len,
             hidden_size=hidden_size,
             n_layers=int_param(params, "n_layers", 2),

@@ -34,6 +34,7 @@ BUILTIN_OBJECTIVES: dict[str, str] = {
     "mlp": "hpo.objectives.mlp:objective",
     "cnn": "hpo.objectives.cnn:objective",
     "sequence": "hpo.objectives.sequence:objective",
+    "diabetes": "hpo.objectives.diabetes:objective",
 }
 
 SAMPLERS = tuple(SAMPLER_CLASSES)

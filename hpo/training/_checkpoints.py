@@ -22,7 +22,7 @@ from torch import nn
 from hpo.context import TrialContext, untracked
 from hpo.training._config import TrainConfig
 
-_CHECKPOINT_FORMAT = 1
+_CHECKPOINT_FORMAT = 2
 
 
 def better(value: float, reference: float | None, maximize: bool, min_delta: float) -> bool:
@@ -46,6 +46,9 @@ class LoopState:
     plateau_reference: float | None = None
     plateau_bad_epochs: int = 0
     lr_scale: float = 1.0
+    # Out-of-memory fallback: each batch is cut into this many micro-batches from now on.
+    micro_splits: int = 1
+    oom_events: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, row: dict[str, float], ctx: TrialContext, config: TrainConfig) -> bool:
         """Append an epoch's metrics; return whether it is the new best epoch."""
@@ -75,7 +78,7 @@ class LoopState:
         return config.patience is not None and self.bad_epochs >= config.patience
 
 
-def _rng_state(shuffle: torch.Generator) -> dict[str, Any]:
+def _rng_state(generators: list[torch.Generator]) -> dict[str, Any]:
     _, key, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
@@ -83,11 +86,11 @@ def _rng_state(shuffle: torch.Generator) -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "mps": torch.mps.get_rng_state() if torch.backends.mps.is_available() else None,
-        "shuffle": shuffle.get_state(),
+        "shuffle": [g.get_state() for g in generators],
     }
 
 
-def _set_rng_state(state: Mapping[str, Any], shuffle: torch.Generator) -> None:
+def _set_rng_state(state: Mapping[str, Any], generators: list[torch.Generator]) -> None:
     random.setstate(state["python"])
     key, pos, has_gauss, cached = state["numpy"]
     np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
@@ -98,7 +101,8 @@ def _set_rng_state(state: Mapping[str, Any], shuffle: torch.Generator) -> None:
             torch.cuda.set_rng_state(cuda_state, index)
     if state["mps"] is not None and torch.backends.mps.is_available():
         torch.mps.set_rng_state(state["mps"])
-    shuffle.set_state(state["shuffle"])
+    for generator, saved in zip(generators, state["shuffle"], strict=True):
+        generator.set_state(saved)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -140,14 +144,14 @@ class Checkpoints:
     def best(self) -> Path:
         return self.directory / "best.pt"
 
-    def save_best(self, model: nn.Module, epoch: int, cm: torch.Tensor) -> None:
+    def save_best(self, model: nn.Module, epoch: int, cm: torch.Tensor | None) -> None:
         _atomic_save(
             {
                 "format": _CHECKPOINT_FORMAT,
                 "fingerprint": self.fingerprint,
                 "epoch": epoch,
                 "model": model.state_dict(),
-                "confusion_matrix": cm.cpu(),
+                "confusion_matrix": cm.cpu() if cm is not None else None,
             },
             self.best,
         )
@@ -158,7 +162,7 @@ class Checkpoints:
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler | None,
         state: LoopState,
-        shuffle: torch.Generator,
+        generators: list[torch.Generator],
     ) -> None:
         _atomic_save(
             {
@@ -168,7 +172,7 @@ class Checkpoints:
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler else None,
                 "loop": dataclasses.asdict(state),
-                "rng": _rng_state(shuffle),
+                "rng": _rng_state(generators),
             },
             self.last,
         )
@@ -188,15 +192,16 @@ class Checkpoints:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler | None,
-        shuffle: torch.Generator,
-    ) -> tuple[LoopState, dict[str, torch.Tensor], torch.Tensor]:
+        generators: list[torch.Generator],
+    ) -> tuple[LoopState, dict[str, torch.Tensor], torch.Tensor | None]:
         """Load last.pt into the objects; return loop state, best weights and best cm."""
         last, best = self._load(self.last), self._load(self.best)
         model.load_state_dict(last["model"])
         optimizer.load_state_dict(last["optimizer"])
         if scaler is not None and last["scaler"] is not None:
             scaler.load_state_dict(last["scaler"])
-        _set_rng_state(last["rng"], shuffle)
+        _set_rng_state(last["rng"], generators)
         device = next(model.parameters()).device
         best_weights = {k: v.to(device) for k, v in best["model"].items()}
-        return LoopState(**last["loop"]), best_weights, best["confusion_matrix"].to(device)
+        cm = best["confusion_matrix"]
+        return LoopState(**last["loop"]), best_weights, cm.to(device) if cm is not None else None

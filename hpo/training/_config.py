@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
-SCHEDULERS: tuple[str, ...] = ("none", "plateau", "cosine_warm_restarts")
+SCHEDULERS: tuple[str, ...] = ("none", "plateau", "cosine_warm_restarts", "onecycle")
+TASKS: tuple[str, ...] = ("classification", "binary", "multilabel", "regression")
+LOSSES: tuple[str, ...] = ("cross_entropy", "bce_with_logits", "mse", "l1", "huber")
 DIRECTIONS: tuple[str, ...] = ("minimize", "maximize")
 
 
@@ -42,6 +44,22 @@ class TrainConfig:
     over cycles of ``restart_epochs`` epochs. ``patience`` (``None``: off) stops after that
     many epochs without an improvement larger than ``min_delta``. ``amp="auto"`` means mixed
     precision on CUDA only; ``True`` elsewhere means bf16 autocast.
+
+    ``cosine_warm_restarts`` is torch's ``CosineAnnealingWarmRestarts`` per optimizer step
+    with ``T_0 = restart_epochs`` epochs, ``T_mult = restart_mult`` and
+    ``eta_min = min_lr``; ``onecycle`` is torch's ``OneCycleLR`` (cosine, ``max_lr = lr``,
+    ``onecycle_pct_start``, ``onecycle_div_factor``, ``onecycle_final_div_factor``; the
+    learning rate only, momentum is not cycled) over all epochs. ``no_decay_bias_norm``
+    exempts biases and normalization layers' weights from weight decay.
+
+    ``task`` picks the metrics and the default ``loss`` (cross-entropy for classification,
+    BCE-with-logits for binary and multi-label, MSE for regression); ``loss`` is a name of
+    :data:`LOSSES` or any callable ``(outputs, targets) -> scalar``. ``class_weights``
+    weight cross-entropy; ``huber_delta`` is Huber's delta.
+
+    On a CUDA out-of-memory error in a step, ``oom_fallback`` retries the step with half the
+    micro-batch and twice the accumulation (same effective batch), down to
+    ``min_micro_batch`` samples.
     """
 
     epochs: int = 20
@@ -62,6 +80,20 @@ class TrainConfig:
     patience: int | None = None
     min_delta: float = 0.0
     amp: bool | Literal["auto"] = "auto"
+    task: str = "classification"
+    loss: str | Callable[..., Any] | None = None
+    class_weights: tuple[float, ...] | None = None
+    huber_delta: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    nesterov: bool = False
+    no_decay_bias_norm: bool = False
+    restart_mult: int = 1
+    min_lr: float = 0.0
+    onecycle_pct_start: float = 0.3
+    onecycle_div_factor: float = 25.0
+    onecycle_final_div_factor: float = 1e4
+    oom_fallback: bool = True
+    min_micro_batch: int = 1
 
     _INTS: ClassVar[tuple[str, ...]] = (
         "epochs",
@@ -72,6 +104,8 @@ class TrainConfig:
         "plateau_patience",
         "grad_accum",
         "patience",
+        "restart_mult",
+        "min_micro_batch",
     )
     _FLOATS: ClassVar[tuple[str, ...]] = (
         "lr",
@@ -81,6 +115,11 @@ class TrainConfig:
         "label_smoothing",
         "grad_clip",
         "min_delta",
+        "huber_delta",
+        "min_lr",
+        "onecycle_pct_start",
+        "onecycle_div_factor",
+        "onecycle_final_div_factor",
     )
 
     def __post_init__(self) -> None:
@@ -116,6 +155,46 @@ class TrainConfig:
         )
         _require(self.min_delta >= 0, "min_delta", self.min_delta, ">= 0")
         _require(self.amp in ("auto", True, False), "amp", self.amp, "'auto', true or false")
+        self._check_task_and_extras()
+
+    def _check_task_and_extras(self) -> None:
+        _require(self.task in TASKS, "task", self.task, f"one of {TASKS}")
+        _require(
+            self.loss is None or callable(self.loss) or self.loss in LOSSES,
+            "loss",
+            self.loss,
+            f"one of {LOSSES} or a callable",
+        )
+        for key in ("nesterov", "no_decay_bias_norm", "oom_fallback"):
+            _require(isinstance(getattr(self, key), bool), key, getattr(self, key), "true or false")
+        if self.class_weights is not None:
+            weights = self.class_weights
+            ok = isinstance(weights, list | tuple) and all(
+                _is_number(w) and w >= 0 for w in weights
+            )
+            _require(ok and len(weights) >= 2, "class_weights", weights, "a list of numbers >= 0")
+            object.__setattr__(self, "class_weights", tuple(float(w) for w in weights))
+        betas = self.betas
+        ok = isinstance(betas, list | tuple) and len(betas) == 2
+        _require(
+            ok and all(_is_number(b) and 0 <= b < 1 for b in betas),
+            "betas",
+            betas,
+            "two numbers in [0, 1)",
+        )
+        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        _require(self.huber_delta > 0, "huber_delta", self.huber_delta, "> 0")
+        _require(self.restart_mult >= 1, "restart_mult", self.restart_mult, ">= 1")
+        _require(0 <= self.min_lr < self.lr, "min_lr", self.min_lr, "in [0, lr)")
+        _require(
+            0 < self.onecycle_pct_start < 1,
+            "onecycle_pct_start",
+            self.onecycle_pct_start,
+            "in (0, 1)",
+        )
+        for key in ("onecycle_div_factor", "onecycle_final_div_factor"):
+            _require(getattr(self, key) > 0, key, getattr(self, key), "> 0")
+        _require(self.min_micro_batch >= 1, "min_micro_batch", self.min_micro_batch, ">= 1")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
@@ -144,7 +223,7 @@ class TrainResult:
     stop_reason: Literal["completed", "early_stopped"]  # a pruned trial raises instead
     history: list[dict[str, float]]
     best_metrics: dict[str, float]
-    confusion_matrix: list[list[int]]
+    confusion_matrix: list[list[int]] | None  # classification and binary tasks only
     test_metrics: dict[str, float] | None
     device: str
     n_params: int

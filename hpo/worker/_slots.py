@@ -149,7 +149,9 @@ def spawn(slot: Slot, objective: str) -> TrialProcess:
         target=tp.main,
         args=(child, objective, slot.env(), os.getpid()),
         name=f"hpo-trial-{slot.index}",
-        daemon=True,
+        # Not daemonic, so an objective can start DataLoader workers; teardown joins or kills
+        # every trial process, and each dies with its worker (PR_SET_PDEATHSIG).
+        daemon=False,
     )
     process.start()
     child.close()
