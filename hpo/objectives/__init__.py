@@ -45,18 +45,20 @@ class Accepts:
     metrics: tuple[str, ...]
 
 
-def training_accepts(*model_params: str) -> Accepts:
-    """An objective that trains with :func:`hpo.training.train`: the loop's keys and metrics
-    (:class:`~hpo.training.TrainConfig`'s fields, ``METRIC_NAMES``) plus ``model_params``."""
+def training_accepts(*model_params: str, task: str = "classification") -> Accepts:
+    """An objective that trains with :func:`hpo.training.train`: the loop's keys
+    (:class:`~hpo.training.TrainConfig`'s fields) plus ``model_params``, and the metrics the
+    loop reports for ``task``."""
     import dataclasses
 
-    from hpo.training import METRIC_NAMES, MODEL_METRICS, TrainConfig
+    from hpo.training import MODEL_METRICS, TASK_METRICS, TrainConfig
 
     keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    first = ("train_loss", "val_loss", *(f"val_{m}" for m in TASK_METRICS[task]))
     return Accepts(
         params=frozenset({*keys, *model_params}),
-        first_metrics=METRIC_NAMES,
-        metrics=(*METRIC_NAMES, *MODEL_METRICS),
+        first_metrics=first,
+        metrics=(*first, *MODEL_METRICS),
     )
 
 

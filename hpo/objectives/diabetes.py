@@ -21,11 +21,14 @@ import torch
 from torch.utils.data import TensorDataset
 
 from hpo.context import TrialContext
-from hpo.objectives import float_param, int_param
+from hpo.objectives import float_param, int_param, training_accepts
 from hpo.objectives.mlp import MLP
 from hpo.training import LoaderData, TrainConfig, seed_everything, train
 
-__all__ = ["load_data", "objective"]
+__all__ = ["ACCEPTS", "load_data", "objective"]
+
+#: The params it reads (the training loop's and its own) and the metrics it reports.
+ACCEPTS = training_accepts("hidden_size", "dropout", task="regression")
 
 DATA_SEED = 0
 

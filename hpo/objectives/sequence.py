@@ -56,6 +56,7 @@ DATA_SEED = 0
 ACCEPTS = training_accepts(
     *("arch", "hidden_size", "n_layers", "kernel_size", "n_heads", "dropout"),
     *("n_channels", "seq_len", "n_classes", "n_samples", "noise"),
+    *("cache_dir", "num_workers"),  # where its windows are cached; DataLoader workers
 )
 
 
