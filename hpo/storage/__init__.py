@@ -23,7 +23,8 @@ from hpo.storage._retries import (
     retried_numbers,
     state_counts,
 )
-from hpo.storage._worker_storage import WorkerStorage
+from hpo.storage._worker_storage import WorkerStorage, study_storage
+from hpo.storage._write_through import WriteThroughStorage
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -31,6 +32,7 @@ __all__ = [
     "BudgetView",
     "StaleTrialRetry",
     "WorkerStorage",
+    "WriteThroughStorage",
     "budget_table",
     "fleet",
     "is_transient",
@@ -42,6 +44,7 @@ __all__ = [
     "resolve_url",
     "retried_numbers",
     "state_counts",
+    "study_storage",
     "upsert_workers",
     "utcnow",
     "workers_table",

@@ -14,13 +14,13 @@ from hpo.spec import StudySpec, spec_from_dict
 from hpo.storage import (
     Budget,
     StaleTrialRetry,
-    WorkerStorage,
     fleet,
     logical_trial_number,
     mask,
     open_storage,
     resolve_url,
     state_counts,
+    study_storage,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def create_study(spec: StudySpec, storage: str | None = None, *, force: bool = F
             )
         ostudy = optuna.load_study(
             study_name=spec.name,
-            storage=WorkerStorage(rdb),
+            storage=study_storage(rdb),
             sampler=_sampler(spec),
             pruner=_pruner(spec),
         )
@@ -82,7 +82,7 @@ def create_study(spec: StudySpec, storage: str | None = None, *, force: bool = F
     else:
         ostudy = optuna.create_study(
             study_name=spec.name,
-            storage=WorkerStorage(rdb),
+            storage=study_storage(rdb),
             directions=list(spec.directions),
             sampler=_sampler(spec),
             pruner=_pruner(spec),
@@ -112,7 +112,7 @@ def load_study(name: str, storage: str | None = None) -> Study:
         raise UsageError(f"the spec stored with study {name!r} is invalid: {e}") from None
     spec = _with_storage(spec, url)
     ostudy = optuna.load_study(
-        study_name=name, storage=WorkerStorage(rdb), sampler=_sampler(spec), pruner=_pruner(spec)
+        study_name=name, storage=study_storage(rdb), sampler=_sampler(spec), pruner=_pruner(spec)
     )
     return _study(spec, url, rdb, ostudy)
 
