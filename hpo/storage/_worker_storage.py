@@ -399,10 +399,10 @@ class WorkerStorage(CachedRDB):
     ) -> None:
         if not rows:
             return
-        if con.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if con.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert
         # The database's clock for heartbeats, as Optuna's staleness check compares with it.
         stmt = insert(table).values({c: sa.func.now() for c in now}) if now else insert(table)
         columns = [*(c for c in rows[0] if c not in keys), *now]
@@ -507,7 +507,7 @@ class _InOrder:
     def get(self, states: Container[TrialState] | None) -> list[FrozenTrial]:
         """The trials in these states (all if None), by number, in a new list."""
         self._settle()
-        key = None if states is None else frozenset(states)  # type: ignore[arg-type]
+        key = None if states is None else frozenset(states)  # type: ignore[call-overload]
         kept = self.kept.get(key)
         if kept is None:
             settled: list[FrozenTrial] = self.trials[: self.settled]  # type: ignore[assignment]
