@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # CUDA torch you want first (or `make TORCH_SPEC=torch install`).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install quickstart test lint format bench bench-all clean
+.PHONY: install quickstart test lint format bench bench-all clean optuna-contract
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Optuna's own tests for what hpo replaces, taken from the installed Optuna's source
+# distribution at run time (tests/optuna_contract/fetch.py prints where it extracted them);
+# exceptions, with reasons: tests/optuna_contract/EXCEPTIONS.md. Optuna's storage test helpers
+# import fakeredis. PostgreSQL on 127.0.0.1 (HPO_TEST_PG) adds a PostgreSQL storage mode.
+optuna-contract: install
+	$(BIN)/python -m pip install --quiet fakeredis
+	src=$$($(BIN)/python tests/optuna_contract/fetch.py) && cd $$src && \
+	  PYTHONPATH=$(CURDIR):$(CURDIR)/tests/optuna_contract $(CURDIR)/$(BIN)/python -m pytest -q \
+	  -p no:cacheprovider -p plugin_storage \
+	  tests/storages_tests/test_storages.py tests/storages_tests/test_heartbeat.py
 
 # The quick figures (about 3 minutes); bench-all reproduces every table and plot of
 # BENCHMARKS.md (about 45 minutes on 2 cores; PostgreSQL on 127.0.0.1).
