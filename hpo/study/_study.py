@@ -314,7 +314,7 @@ def _open(url: str, *, create: bool = False) -> optuna.storages.RDBStorage:
 def _study(
     spec: StudySpec, url: str, rdb: optuna.storages.RDBStorage, ostudy: optuna.Study
 ) -> Study:
-    budget = Budget(rdb.engine, ostudy._study_id)
+    budget = Budget(rdb.engine, rdb.get_study_id_from_name(spec.name))
     # Heartbeats are configured from the spec, which is only known once the study is read,
     # so they are set on the open storage rather than passed to its constructor.
     rdb.heartbeat_interval = spec.retry.heartbeat_interval
