@@ -202,8 +202,9 @@ def test_internals_off_opens_the_write_through_storage(
 
 
 def test_a_schema_hpo_was_not_tested_with_falls_back_and_says_so_once(
-    sqlite_url: str, caplog: pytest.LogCaptureFixture
+    sqlite_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("hpo._optuna._rdb._said", set())  # what this process said so far
     rdb = open_storage(sqlite_url)
     assert type(study_storage(rdb)) is WorkerStorage
     with rdb.engine.begin() as con:  # what a later Optuna's schema would say
@@ -212,7 +213,7 @@ def test_a_schema_hpo_was_not_tested_with_falls_back_and_says_so_once(
         assert type(study_storage(rdb)) is WriteThroughStorage
         assert type(study_storage(rdb)) is WriteThroughStorage
     said = [r.getMessage() for r in caplog.records if "schema" in r.getMessage()]
-    assert len(said) == 1 and "(99, 'v3.2.0.a')" in said[0]
+    assert len(said) == 1 and "(version 99, revision v3.2.0.a)" in said[0]
 
 
 def test_hpo_run_on_the_write_through_storage_spends_its_exact_budget(

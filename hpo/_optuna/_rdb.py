@@ -144,11 +144,12 @@ def storage_supported(rdb: RDBStorage) -> bool:
     if missing is not None:
         _say_once(f"Optuna {_version()} has no {missing}: using Optuna's write-through storage")
         return False
-    schema = _schema(rdb)
-    if schema not in [(s, a) for s in TESTED_SCHEMA for a in TESTED_ALEMBIC]:
+    version, revision = _schema(rdb)
+    if version not in TESTED_SCHEMA or revision not in TESTED_ALEMBIC:
         _say_once(
-            f"the database's Optuna schema {schema} is not one hpo was tested with "
-            f"({TESTED_SCHEMA[0]}, {TESTED_ALEMBIC[0]!r}): using Optuna's write-through storage"
+            f"the database's Optuna schema (version {version}, revision {revision}) is not one "
+            f"hpo was tested with (version {TESTED_SCHEMA[-1]}, revision {TESTED_ALEMBIC[-1]}): "
+            "using Optuna's write-through storage"
         )
         return False
     return True
