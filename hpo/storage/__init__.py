@@ -23,7 +23,7 @@ from hpo.storage._retries import (
     retried_numbers,
     state_counts,
 )
-from hpo.storage._worker_storage import WorkerStorage, study_storage
+from hpo.storage._worker_storage import StudyStorage, WorkerStorage, study_storage
 from hpo.storage._write_through import WriteThroughStorage
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Budget",
     "BudgetView",
     "StaleTrialRetry",
+    "StudyStorage",
     "WorkerStorage",
     "WriteThroughStorage",
     "budget_table",

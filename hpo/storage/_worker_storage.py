@@ -79,13 +79,15 @@ class _Pending:
     start: dt.datetime | None = None  # when a trial queued on its slot really started
 
 
-def study_storage(rdb: RDBStorage) -> WorkerStorage | WriteThroughStorage:
+def study_storage(rdb: RDBStorage) -> StudyStorage:
     """The storage a study is opened with: the worker storage where hpo may use Optuna's
     internals on this database, else Optuna's write-through storage (said once in the log)."""
     return WorkerStorage(rdb) if storage_supported(rdb) else WriteThroughStorage(rdb)
 
 
 class WorkerStorage(CachedRDB):
+    """The worker's batching view of its study; see the module docstring."""
+
     def __init__(self, backend: RDBStorage, *, max_age: float = 1.0) -> None:
         super().__init__(backend)
         self.max_age = max_age
@@ -284,8 +286,8 @@ class WorkerStorage(CachedRDB):
         if ok and state == TrialState.RUNNING:
             self._own(trial_id)  # popped from the queue: this worker runs it now
             self.popped += 1
-        trial = self._mutable(trial_id)
-        if ok and trial is not None:
+        trial = self._mutable(trial_id) if ok else None
+        if trial is not None:
             fresh = self.rdb.get_trial(trial_id)  # the database sets the timestamps
             trial.state, trial.values = fresh.state, fresh.values
             trial.datetime_start = fresh.datetime_start
@@ -528,3 +530,9 @@ class _InOrder:
 
 def _number(trial: FrozenTrial) -> int:
     return trial.number
+
+
+#: What a study is opened with (:func:`study_storage`): both have the methods the worker calls
+#: (``flush``, ``beat``, ``requeue``, ``queue_empty``, ``popped``, ``batched``, ``sync``,
+#: ``set_trial_start``, ``backend``).
+StudyStorage = WorkerStorage | WriteThroughStorage
