@@ -7,7 +7,10 @@ RDB tables and serves reads from Optuna's trial cache. For that it relies on, pe
   ``optuna.storages.get_storage`` wraps every RDB storage in. Both of hpo's storages subclass
   it: the write-through fallback only for its public methods (and so for the heartbeat
   interface, which Optuna's stale-trial check requires), the worker storage also for the
-  private state that :class:`CachedRDB` names;
+  private state that :class:`CachedRDB` names (``_CACHE_ATTRS``: its backend, lock, per-study
+  trials and distributions, trial-id index, incremental read and cache hook);
+- ``optuna.storages._cached_storage._StudyInfo``: the cache's per-study record, only to check
+  that it still has the two fields read (``trials``, ``param_distribution``);
 - ``optuna.storages._rdb.models``: the SQLAlchemy tables of the RDB schema (one per trial
   field) and their stored representation of infinite and NaN values;
 - ``FrozenTrial._trial_id``: a trial's database id (no public accessor exists).
