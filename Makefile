@@ -52,7 +52,9 @@ optuna-contract: install
 	src=$$($(BIN)/python tests/optuna_contract/fetch.py) && cd $$src && \
 	  PYTHONPATH=$(CURDIR):$(CURDIR)/tests/optuna_contract $(CURDIR)/$(BIN)/python -m pytest -q \
 	  -p no:cacheprovider -p plugin_storage \
-	  tests/storages_tests/test_storages.py tests/storages_tests/test_heartbeat.py
+	  tests/storages_tests/test_storages.py tests/storages_tests/test_heartbeat.py \
+	  tests/study_tests/test_study.py tests/study_tests/test_optimize.py \
+	  tests/trial_tests/test_trial.py tests/trial_tests/test_frozen.py
 
 # The quick figures (about 3 minutes); bench-all reproduces every table and plot of
 # BENCHMARKS.md (about 45 minutes on 2 cores; PostgreSQL on 127.0.0.1).

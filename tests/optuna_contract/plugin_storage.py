@@ -1,8 +1,10 @@
 """A pytest plugin: Optuna's own storage tests, run against hpo's worker storage.
 
-Optuna's ``tests/storages_tests/`` parametrize over ``optuna.testing.storages.STORAGE_MODES``
-and build each storage with ``StorageSupplier``. This plugin swaps those modes for hpo's (so
-the run tests hpo, not Optuna's own storages again) and teaches the supplier to build them:
+Optuna's storage tests (``tests/storages_tests/``), and its study and trial tests that run
+on every storage (``tests/study_tests/``, ``tests/trial_tests/``), parametrize over
+``optuna.testing.storages.STORAGE_MODES`` and build each storage with ``StorageSupplier``.
+This plugin swaps those modes for hpo's (so the run tests hpo, not Optuna's own storages
+again) and teaches the supplier to build them:
 
 - ``hpo_worker_sqlite``: ``WorkerStorage`` over ``RDBStorage`` on a temporary SQLite file;
 - ``hpo_worker_postgresql``: the same on a fresh PostgreSQL database (``HPO_TEST_PG``, by
@@ -15,7 +17,7 @@ Loaded with ``-p plugin_storage`` (this directory and hpo's root on ``PYTHONPATH
 tests to::
 
     pytest -p plugin_storage tests/storages_tests/test_storages.py \
-        tests/storages_tests/test_heartbeat.py
+        tests/storages_tests/test_heartbeat.py tests/study_tests/test_study.py ...
 
 The tests hpo deliberately does not pass are deselected from :data:`EXCEPTIONS`, each with its
 reason in ``tests/optuna_contract/EXCEPTIONS.md`` (section "storage").
@@ -82,12 +84,22 @@ def pytest_configure(config: pytest.Config) -> None:
     ots.StorageSupplier.__exit__ = _wrap_exit(ots.StorageSupplier.__exit__)  # type: ignore[method-assign]
 
 
+#: Tests Optuna itself skips on its own SQLite modes, skipped here on hpo's SQLite modes.
+SQLITE_EXCEPTIONS: dict[str, str] = {
+    "test_study.py::test_pop_waiting_trial_thread_safe": (
+        "Optuna skips it for its SQLite modes: popping from threads is not thread-safe on SQLite"
+    ),
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     keep, drop = [], []
     for item in items:
         path, _, name = item.nodeid.partition("::")
         key = f"{path.rsplit('/', 1)[-1]}::{name.split('[', 1)[0]}"
-        (drop if key in EXCEPTIONS and "hpo_worker_" in name else keep).append(item)
+        worker = key in EXCEPTIONS and "hpo_worker_" in name
+        sqlite = key in SQLITE_EXCEPTIONS and "_sqlite" in name
+        (drop if worker or sqlite else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
