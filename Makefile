@@ -40,7 +40,8 @@ test: install
 # Optuna's source distribution at run time (tests/optuna_contract/fetch.py downloads it once into
 # .optuna-src/), never from a copy in this repo. Each plugin puts hpo's classes in place of
 # Optuna's; tests/optuna_contract/EXCEPTIONS.md lists the few that are deselected, and why.
-# About 20 s (plus 5-10 s for the first download).
+# Samplers and pruners: about 20 s. Storage (hpo's worker storage over SQLite and the
+# PostgreSQL on 127.0.0.1, HPO_TEST_PG, and the write-through fallback): about 3 minutes.
 OPTUNA_CONTRACT = cd "$$($(abspath $(BIN))/python tests/optuna_contract/fetch.py)" && \
   PYTHONPATH="$(CURDIR)/tests/optuna_contract:$(CURDIR)" \
   $(abspath $(BIN))/python -m pytest -q -p no:cacheprovider -c pyproject.toml --color=no
@@ -48,6 +49,10 @@ OPTUNA_CONTRACT = cd "$$($(abspath $(BIN))/python tests/optuna_contract/fetch.py
 optuna-contract: install
 	$(BIN)/python tests/optuna_contract/fetch.py
 	$(OPTUNA_CONTRACT) -p plugin_search tests/samplers_tests/tpe_tests tests/pruners_tests/test_hyperband.py
+	$(OPTUNA_CONTRACT) -p plugin_storage \
+	  tests/storages_tests/test_storages.py tests/storages_tests/test_heartbeat.py \
+	  tests/study_tests/test_study.py tests/study_tests/test_optimize.py \
+	  tests/trial_tests/test_trial.py tests/trial_tests/test_frozen.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -35,7 +35,8 @@ from hpo.storage._retries import (
     retried_numbers,
     state_counts,
 )
-from hpo.storage._worker_storage import WorkerStorage
+from hpo.storage._worker_storage import StudyStorage, WorkerStorage, study_storage
+from hpo.storage._write_through import WriteThroughStorage
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -45,7 +46,9 @@ __all__ = [
     "BudgetView",
     "StaleTrial",
     "StaleTrialRetry",
+    "StudyStorage",
     "WorkerStorage",
+    "WriteThroughStorage",
     "budget_table",
     "fleet",
     "has_secret",
@@ -64,6 +67,7 @@ __all__ = [
     "stale_trials",
     "state_counts",
     "study_checkpoint_dir",
+    "study_storage",
     "this_host",
     "upsert_workers",
     "utcnow",

@@ -19,6 +19,16 @@ per parameter, attribute and report (each several statements). Here:
 
 A worker killed with writes pending loses at most a second of its running trials' reports;
 those trials are retried anyway. Finished trials are written before the worker moves on.
+
+Trials handed out are never changed afterwards, as with Optuna's own storages: the pruners
+read the trial list, write to the trial, and then look the trial up in the list they read.
+An owned trial is changed in place only until it is handed out (in a list, ``deepcopy=False``);
+its next write goes to a copy that replaces it in the cache (copy on write), and
+:meth:`get_trial` hands out copies of owned trials, since Optuna's ``Trial`` changes the trial
+it gets. Finished trials, most of a study, are shared as Optuna's cache shares them.
+
+Optuna's private names are used through ``hpo._optuna._rdb``, and only where
+:func:`study_storage` found them supported; elsewhere it returns the write-through storage.
 """
 
 from __future__ import annotations
@@ -40,9 +50,18 @@ from optuna.distributions import (
     distribution_to_json,
 )
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import RDBStorage, _CachedStorage
-from optuna.storages._rdb import models
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from hpo._optuna._rdb import (
+    CachedRDB,
+    Tables,
+    copy_trial,
+    intermediate_row,
+    storage_supported,
+    value_row,
+)
+from hpo.storage._write_through import WriteThroughStorage
 
 _WAITING = (TrialState.WAITING,)
 _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
@@ -60,12 +79,24 @@ class _Pending:
     start: dt.datetime | None = None  # when a trial queued on its slot really started
 
 
-class WorkerStorage(_CachedStorage):
+def study_storage(rdb: RDBStorage) -> StudyStorage:
+    """The storage a study is opened with: the worker storage where hpo may use Optuna's
+    internals on this database, else Optuna's write-through storage (said once in the log)."""
+    return WorkerStorage(rdb) if storage_supported(rdb) else WriteThroughStorage(rdb)
+
+
+class WorkerStorage(CachedRDB):
+    """The worker's batching view of its study; see the module docstring."""
+
     def __init__(self, backend: RDBStorage, *, max_age: float = 1.0) -> None:
         super().__init__(backend)
         self.max_age = max_age
+        self._tables = Tables()
         self._synced: dict[int, float] = {}
         self._owned: set[int] = set()
+        # Owned trials whose cached object no caller holds (it was made by the last write):
+        # only these are changed in place; any other is copied first.
+        self._private: set[int] = set()
         self._pending: dict[int, _Pending] = {}
         self._queue_empty = False
         self._study_ids: dict[str, int] = {}
@@ -77,7 +108,7 @@ class WorkerStorage(_CachedStorage):
 
     @property
     def backend(self) -> RDBStorage:
-        return self._backend
+        return self.rdb
 
     @property
     def batched(self) -> bool:
@@ -87,7 +118,7 @@ class WorkerStorage(_CachedStorage):
     def sync(self, study_id: int) -> None:
         """Read every trial that changed since the last sync (after writing ours)."""
         self.flush()  # the read replaces cached trials: our pending writes must be in it
-        self._read_trials_from_remote_storage(study_id)
+        self.read_changed(study_id)
         self._synced[study_id] = time.monotonic()
 
     def get_all_trials(
@@ -99,22 +130,24 @@ class WorkerStorage(_CachedStorage):
         if states is not None and tuple(states) == _WAITING:  # type: ignore[arg-type]
             if self._queue_empty:
                 return []
-            return self._backend.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+            return self.rdb.get_all_trials(study_id, deepcopy=deepcopy, states=states)
         if time.monotonic() - self._synced.get(study_id, float("-inf")) > self.max_age:
             self.sync(study_id)
-        with self._lock:
+        with self.cache_lock:
             # The sampler and the pruner read the whole study several times per trial.
             trials = self._ordered(study_id).get(states)  # a new list: the caller's
-        return copy.deepcopy(trials) if deepcopy else trials
+            if deepcopy:
+                return copy.deepcopy(trials)
+            self._private.clear()  # the caller holds them now: copy before a change
+        return trials
 
-    def _add_trials_to_cache(self, study_id: int, trials: list[FrozenTrial]) -> None:
-        super()._add_trials_to_cache(study_id, trials)  # every read and created trial
-        ordered = self._ordered(study_id)
+    def _cached(self, study_id: int, trials: list[FrozenTrial]) -> None:
+        ordered = self._ordered(study_id)  # every read and created trial
         for trial in trials:
             ordered.put(trial)
 
     def _ordered(self, study_id: int) -> _InOrder:
-        trials = self._studies[study_id].trials
+        trials = self.cached_trials(study_id)
         ordered = self._in_order.get(study_id)
         if ordered is None or ordered.source is not trials:  # new, or the study was re-read
             ordered = self._in_order[study_id] = _InOrder(trials)
@@ -134,12 +167,13 @@ class WorkerStorage(_CachedStorage):
         # Hyperband asks on every should_prune (for each bracket's view of the study); a
         # study keeps its id for life, and a deleted one fails on its next write anyway.
         if study_name not in self._study_ids:
-            self._study_ids[study_name] = self._backend.get_study_id_from_name(study_name)
+            self._study_ids[study_name] = self.rdb.get_study_id_from_name(study_name)
         return self._study_ids[study_name]
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         owned = self._owned_trial(trial_id)
-        return owned if owned is not None else super().get_trial(trial_id)
+        # A copy: Optuna's Trial changes the trial it gets (as it may: a fresh read elsewhere).
+        return copy_trial(owned) if owned is not None else super().get_trial(trial_id)
 
     # -- writes ------------------------------------------------------------------------
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
@@ -158,24 +192,26 @@ class WorkerStorage(_CachedStorage):
         trial = self._writable(trial_id)
         if trial is None:
             super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+            self._written_through(trial_id)
             return
-        with self._lock:
-            study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
-            study = self._studies[study_id]
-            known = study.param_distribution
+        study_id, _ = self._key(trial_id)
+        with self.cache_lock:
+            known = self.cached_distributions(study_id)
             if param_name not in known:  # first sight in this process: as stored before?
-                stored = (t for t in study.trials.values() if param_name in t.distributions)
+                trials = self.cached_trials(study_id).values()
+                stored = (t for t in trials if param_name in t.distributions)
                 known[param_name] = next(stored, trial).distributions.get(param_name, distribution)
             check_distribution_compatibility(known[param_name], distribution)
         pending = self._pending.setdefault(trial_id, _Pending())
         pending.params[param_name] = (param_value_internal, distribution_to_json(distribution))
-        trial._params[param_name] = distribution.to_external_repr(param_value_internal)
-        trial._distributions[param_name] = distribution
+        trial.params[param_name] = distribution.to_external_repr(param_value_internal)
+        trial.distributions[param_name] = distribution
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
         trial = self._writable(trial_id)
         if trial is None:
-            self._backend.set_trial_intermediate_value(trial_id, step, value)
+            self.rdb.set_trial_intermediate_value(trial_id, step, value)
+            self._written_through(trial_id)
             return
         self._pending.setdefault(trial_id, _Pending()).intermediate[step] = value
         trial.intermediate_values[step] = value
@@ -183,22 +219,24 @@ class WorkerStorage(_CachedStorage):
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         trial = self._writable(trial_id)
         if trial is None:
-            self._backend.set_trial_user_attr(trial_id, key=key, value=value)
+            self.rdb.set_trial_user_attr(trial_id, key=key, value=value)
+            self._written_through(trial_id)
             return
         self._pending.setdefault(trial_id, _Pending()).user_attrs[key] = json.dumps(value)
-        trial._user_attrs[key] = value
+        trial.user_attrs[key] = value
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         trial = self._writable(trial_id)
         if trial is None:
-            self._backend.set_trial_system_attr(trial_id, key=key, value=value)
+            self.rdb.set_trial_system_attr(trial_id, key=key, value=value)
+            self._written_through(trial_id)
             return
         self._pending.setdefault(trial_id, _Pending()).system_attrs[key] = json.dumps(value)
-        trial._system_attrs[key] = value
+        trial.system_attrs[key] = value
 
     def record_heartbeat(self, trial_id: int) -> None:
-        if self._writable(trial_id) is None:
-            self._backend.record_heartbeat(trial_id)
+        if not self._batched or trial_id not in self._owned:
+            self.rdb.record_heartbeat(trial_id)
             return
         self._pending.setdefault(trial_id, _Pending()).heartbeat = True
 
@@ -211,8 +249,8 @@ class WorkerStorage(_CachedStorage):
         # One transaction: the final state (only if no one else finished the trial first),
         # its values and every write still pending for it.
         now = dt.datetime.now()  # Optuna stamps trials with the writer's local time, too
-        t = models.TrialModel.__table__
-        with self._backend.engine.begin() as con:
+        t = self._tables.trials
+        with self.rdb.engine.begin() as con:
             res = con.execute(
                 t.update()
                 .where(t.c.trial_id == trial_id, t.c.state.in_(_UNFINISHED))
@@ -223,9 +261,9 @@ class WorkerStorage(_CachedStorage):
                 if values is not None:
                     self._upsert(
                         con,
-                        models.TrialValueModel.__table__,
+                        self._tables.values,
                         ["trial_id", "objective"],
-                        [_value_row(trial_id, i, v) for i, v in enumerate(values)],
+                        [value_row(trial_id, i, v) for i, v in enumerate(values)],
                     )
                 self._write(con, {trial_id: self._pending.get(trial_id, _Pending())})
         self._pending.pop(trial_id, None)  # written, or moot
@@ -233,7 +271,7 @@ class WorkerStorage(_CachedStorage):
             self._owned.discard(trial_id)
             raise UpdateFinishedTrialError(f"trial {trial.number} was already finished")
         trial.state = state
-        trial._values = list(values) if values is not None else None
+        trial.values = values
         if state.is_finished():
             trial.datetime_complete = now
             self._owned.discard(trial_id)
@@ -244,18 +282,18 @@ class WorkerStorage(_CachedStorage):
     ) -> bool:
         """Optuna's own path: queued trials being popped, and dialects without upserts."""
         self.flush()
-        ok = self._backend.set_trial_state_values(trial_id, state=state, values=values)
+        ok = self.rdb.set_trial_state_values(trial_id, state=state, values=values)
         if ok and state == TrialState.RUNNING:
             self._own(trial_id)  # popped from the queue: this worker runs it now
             self.popped += 1
-        trial = self._owned_trial(trial_id)
-        if ok and trial is not None:
-            fresh = self._backend.get_trial(trial_id)  # the database sets the timestamps
-            trial.state, trial._values = fresh.state, fresh._values
-            trial._datetime_start, trial.datetime_complete = (
-                fresh.datetime_start,
-                fresh.datetime_complete,
-            )
+        trial = self._mutable(trial_id) if ok else None
+        if trial is not None:
+            fresh = self.rdb.get_trial(trial_id)  # the database sets the timestamps
+            trial.state, trial.values = fresh.state, fresh.values
+            trial.datetime_start = fresh.datetime_start
+            trial.datetime_complete = fresh.datetime_complete
+        elif ok:
+            self._written_through(trial_id)  # another's trial (failed as stale): read it anew
         if state.is_finished():
             self._owned.discard(trial_id)
         return ok
@@ -276,8 +314,8 @@ class WorkerStorage(_CachedStorage):
         """
         pending = self._pending.pop(trial_id, _Pending())
         pending.heartbeat, pending.start = False, None
-        t, hb = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
-        with self._backend.engine.begin() as con:
+        t, hb = self._tables.trials, self._tables.heartbeats
+        with self.rdb.engine.begin() as con:
             self._write(con, {trial_id: pending})
             con.execute(hb.delete().where(hb.c.trial_id == trial_id))
             con.execute(
@@ -285,7 +323,7 @@ class WorkerStorage(_CachedStorage):
                 .where(t.c.trial_id == trial_id, t.c.state == TrialState.RUNNING)
                 .values(state=TrialState.WAITING, datetime_start=None)
             )
-        trial = self._owned_trial(trial_id)
+        trial = self._mutable(trial_id)
         if trial is not None:
             trial.state, trial.datetime_start = TrialState.WAITING, None
         self._owned.discard(trial_id)
@@ -302,17 +340,17 @@ class WorkerStorage(_CachedStorage):
         self._pending = pending
         if not pending:
             return
-        with self._backend.engine.begin() as con:
+        with self.rdb.engine.begin() as con:
             self._write(con, pending)
         self._pending = {}
 
     def _write(self, con: sa.Connection, pending: dict[int, _Pending]) -> None:
         """Every write is an insert-or-update, so a flush repeated after a lost connection
         (which may have committed) is harmless."""
-        m = models
+        tables = self._tables
         self._upsert(
             con,
-            m.TrialParamModel.__table__,
+            tables.params,
             ["trial_id", "param_name"],
             [
                 {"trial_id": i, "param_name": k, "param_value": v, "distribution_json": d}
@@ -321,8 +359,8 @@ class WorkerStorage(_CachedStorage):
             ],
         )
         for table, attr in (
-            (m.TrialUserAttributeModel.__table__, "user_attrs"),
-            (m.TrialSystemAttributeModel.__table__, "system_attrs"),
+            (tables.user_attrs, "user_attrs"),
+            (tables.system_attrs, "system_attrs"),
         ):
             self._upsert(
                 con,
@@ -336,23 +374,21 @@ class WorkerStorage(_CachedStorage):
             )
         self._upsert(
             con,
-            m.TrialIntermediateValueModel.__table__,
+            tables.intermediate,
             ["trial_id", "step"],
             [
-                _intermediate_row(i, s, v)
+                intermediate_row(i, s, v)
                 for i, p in pending.items()
                 for s, v in p.intermediate.items()
             ],
         )
-        t = m.TrialModel.__table__
+        t = tables.trials
         for i, p in pending.items():
             if p.start is not None:
                 con.execute(t.update().where(t.c.trial_id == i).values(datetime_start=p.start))
         beats = [{"trial_id": i} for i, p in pending.items() if p.heartbeat]
         if beats:
-            self._upsert(
-                con, m.TrialHeartbeatModel.__table__, ["trial_id"], beats, now=["heartbeat"]
-            )
+            self._upsert(con, tables.heartbeats, ["trial_id"], beats, now=["heartbeat"])
 
     def _upsert(
         self,
@@ -365,10 +401,10 @@ class WorkerStorage(_CachedStorage):
     ) -> None:
         if not rows:
             return
-        if con.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if con.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert
         # The database's clock for heartbeats, as Optuna's staleness check compares with it.
         stmt = insert(table).values({c: sa.func.now() for c in now}) if now else insert(table)
         columns = [*(c for c in rows[0] if c not in keys), *now]
@@ -379,32 +415,64 @@ class WorkerStorage(_CachedStorage):
 
     # -- owned trials ------------------------------------------------------------------
     def _own(self, trial_id: int) -> None:
-        with self._lock:
-            known = trial_id in self._trial_id_to_study_id_and_number
-            studies = list(self._studies)
+        with self.cache_lock:
+            known = self.cached_key(trial_id) is not None
+            studies = self.known_study_ids()
         if not known:  # a queued trial this view has not read yet
             for study_id in studies:
                 self.sync(study_id)
         self._owned.add(trial_id)
 
+    def _key(self, trial_id: int) -> tuple[int, int]:
+        with self.cache_lock:
+            key = self.cached_key(trial_id)
+        if key is None:
+            raise KeyError(f"no trial with id {trial_id}")
+        return key
+
     def _owned_trial(self, trial_id: int) -> FrozenTrial | None:
+        """The cached object of an owned trial (not to be changed: see :meth:`_mutable`)."""
         if trial_id not in self._owned:
             return None
-        with self._lock:
-            key = self._trial_id_to_study_id_and_number.get(trial_id)
+        with self.cache_lock:
+            key = self.cached_key(trial_id)
             if key is None:
                 return None
             study_id, number = key
-            return self._studies[study_id].trials.get(number)
+            return self.cached_trials(study_id).get(number)
+
+    def _mutable(self, trial_id: int) -> FrozenTrial | None:
+        """The cached object of an owned trial, safe to change in place: unless it is one this
+        storage made since the last read handed trials out, a copy takes its place in the
+        cache first, so whatever a caller holds stays as it was."""
+        trial = self._owned_trial(trial_id)
+        if trial is None or trial_id in self._private:
+            return trial
+        study_id, _ = self._key(trial_id)
+        trial = copy_trial(trial)
+        with self.cache_lock:
+            self.replace_cached(study_id, trial)
+            self._ordered(study_id).put(trial)
+            self._private.add(trial_id)
+        return trial
 
     def _writable(self, trial_id: int) -> FrozenTrial | None:
-        """The owned trial, if its writes may be batched; raises if it is finished."""
+        """The owned trial to change, if its writes may be batched; raises if it is finished."""
         if not self._batched:
             return None
         trial = self._owned_trial(trial_id)
-        if trial is not None:
-            self.check_trial_is_updatable(trial_id, trial.state)
-        return trial
+        if trial is None:
+            return None
+        self.check_trial_is_updatable(trial_id, trial.state)
+        return self._mutable(trial_id)
+
+    def _written_through(self, trial_id: int) -> None:
+        """A trial not owned was written directly: the next read of its study reads anew, so
+        this process sees its own writes (other workers' are seen within ``max_age``)."""
+        with self.cache_lock:
+            key = self.cached_key(trial_id)
+        if key is not None:
+            self._synced.pop(key[0], None)
 
 
 class _InOrder:
@@ -441,7 +509,7 @@ class _InOrder:
     def get(self, states: Container[TrialState] | None) -> list[FrozenTrial]:
         """The trials in these states (all if None), by number, in a new list."""
         self._settle()
-        key = None if states is None else frozenset(states)  # type: ignore[arg-type]
+        key = None if states is None else frozenset(states)  # type: ignore[call-overload]
         kept = self.kept.get(key)
         if kept is None:
             settled: list[FrozenTrial] = self.trials[: self.settled]  # type: ignore[assignment]
@@ -464,16 +532,7 @@ def _number(trial: FrozenTrial) -> int:
     return trial.number
 
 
-def _value_row(trial_id: int, objective: int, value: float) -> dict[str, Any]:
-    stored, kind = models.TrialValueModel.value_to_stored_repr(value)
-    return {"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind}
-
-
-def _intermediate_row(trial_id: int, step: int, value: float) -> dict[str, Any]:
-    stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-    return {
-        "trial_id": trial_id,
-        "step": step,
-        "intermediate_value": stored,
-        "intermediate_value_type": kind,
-    }
+#: What a study is opened with (:func:`study_storage`): both have the methods the worker calls
+#: (``flush``, ``beat``, ``requeue``, ``queue_empty``, ``popped``, ``batched``, ``sync``,
+#: ``set_trial_start``, ``backend``).
+StudyStorage = WorkerStorage | WriteThroughStorage

@@ -16,13 +16,13 @@ from hpo.spec import StudySpec, spec_from_dict
 from hpo.storage import (
     Budget,
     StaleTrialRetry,
-    WorkerStorage,
     fleet,
     logical_trial_number,
     mask,
     open_storage,
     resolve_url,
     study_checkpoint_dir,
+    study_storage,
 )
 from hpo.study._summary import RATE_WINDOW_S, StudySummary, summarize
 
@@ -73,7 +73,7 @@ def create_study(spec: StudySpec, storage: str | None = None, *, force: bool = F
             )
         ostudy = optuna.load_study(
             study_name=spec.name,
-            storage=WorkerStorage(rdb),
+            storage=study_storage(rdb),
             sampler=_sampler(spec),
             pruner=_pruner(spec),
         )
@@ -84,7 +84,7 @@ def create_study(spec: StudySpec, storage: str | None = None, *, force: bool = F
     else:
         ostudy = optuna.create_study(
             study_name=spec.name,
-            storage=WorkerStorage(rdb),
+            storage=study_storage(rdb),
             directions=list(spec.directions),
             sampler=_sampler(spec),
             pruner=_pruner(spec),
@@ -119,7 +119,7 @@ def load_study(name: str, storage: str | None = None) -> Study:
         raise UsageError(f"the spec stored with study {name!r} is invalid: {e}") from None
     spec = _with_storage(spec, url)
     ostudy = optuna.load_study(
-        study_name=name, storage=WorkerStorage(rdb), sampler=_sampler(spec), pruner=_pruner(spec)
+        study_name=name, storage=study_storage(rdb), sampler=_sampler(spec), pruner=_pruner(spec)
     )
     return _study(spec, url, rdb, ostudy)
 
@@ -387,7 +387,7 @@ def _open(url: str, *, create: bool = False) -> optuna.storages.RDBStorage:
 def _study(
     spec: StudySpec, url: str, rdb: optuna.storages.RDBStorage, ostudy: optuna.Study
 ) -> Study:
-    budget = Budget(rdb.engine, ostudy._study_id)
+    budget = Budget(rdb.engine, rdb.get_study_id_from_name(spec.name))
     # Heartbeats are configured from the spec, which is only known once the study is read,
     # so they are set on the open storage rather than passed to its constructor.
     rdb.heartbeat_interval = spec.retry.heartbeat_interval
