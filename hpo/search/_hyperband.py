@@ -30,6 +30,7 @@ from hpo._optuna._pruners import (
     current_rung,
     promotable_to_next_rung,
 )
+from hpo._optuna._study import storage_of, study_id, trial_id
 
 
 class HyperbandPruner(optuna.pruners.HyperbandPruner):
@@ -68,8 +69,8 @@ class HyperbandPruner(optuna.pruners.HyperbandPruner):
         """This study's finished rung values (started over for a new study of the same name)."""
         by_study: dict[str, _Rungs] = self.__dict__.setdefault("_hpo_rungs", {})
         rungs = by_study.get(study.study_name)
-        if rungs is None or rungs.study_id != study._study_id:
-            rungs = by_study[study.study_name] = _Rungs(study._study_id)
+        if rungs is None or rungs.study_id != study_id(study):
+            rungs = by_study[study.study_name] = _Rungs(study_id(study))
         return rungs
 
     def _create_bracket_study(self, study: optuna.Study, bracket_id: int) -> optuna.Study:
@@ -185,7 +186,7 @@ class _SuccessiveHalving(optuna.pruners.SuccessiveHalvingPruner):
                 # Read once, as Optuna reads its bracket's trials once for all rungs.
                 trials = study.all_trials()
             rung_key = completed_rung_key(rung)
-            study._storage.set_trial_system_attr(trial._trial_id, rung_key, value)
+            storage_of(study).set_trial_system_attr(trial_id(trial), rung_key, value)
             # The trial's own value once, whether or not the read above already holds the
             # value just written (a storage that hands out its live trials would show it).
             competing = study.competing_values(trials, rung_key, trial.number)
@@ -214,7 +215,7 @@ class _BracketStudy(optuna.Study):
     def __init__(self, study: optuna.Study, pruner: HyperbandPruner, bracket_id: int) -> None:
         super().__init__(
             study_name=study.study_name,
-            storage=study._storage,
+            storage=storage_of(study),
             sampler=study.sampler,
             pruner=pruner,
         )

@@ -27,6 +27,7 @@ from optuna.samplers import TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo._optuna._study import storage_of, study_id
 from hpo._optuna._tpe import ParzenEstimator, default_gamma
 from hpo.search._parzen import log_pdf
 
@@ -213,7 +214,7 @@ class IncrementalTPESampler(TPESampler):
         # One read, straight from the storage, as Optuna's TPE reads (hpo's worker keeps these
         # lists until the study changes, where Optuna's per-ask cache would filter every trial).
         states = _FINISHED_OR_RUNNING if self._constant_liar else _FINISHED
-        trials = study._storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+        trials = storage_of(study).get_all_trials(study_id(study), deepcopy=False, states=states)
         history = self._history(study, search_space)
         running = history.catch_up(trials)
         if running is None:  # not the study it saw: trust nothing kept
@@ -237,7 +238,7 @@ class IncrementalTPESampler(TPESampler):
         return {name: d.to_external_repr(best[name]) for name, d in search_space.items()}
 
     def _history(self, study: optuna.Study, search_space: dict[str, BaseDistribution]) -> _History:
-        key = (study._study_id, study.study_name, tuple(search_space.items()))
+        key = (study_id(study), study.study_name, tuple(search_space.items()))
         if key not in self._histories:
             maximize = study.direction == StudyDirection.MAXIMIZE
             self._histories[key] = _History(search_space, maximize)

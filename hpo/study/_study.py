@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo._optuna._study import storage_of
 from hpo.errors import NoDatabase, SpecError, StorageError, StudyNotFound, UsageError
 from hpo.spec import StudySpec, spec_from_dict
 from hpo.storage import (
@@ -172,7 +173,7 @@ def delete_study(
     uid = study.budget.uid()
     where = study_checkpoint_dir(checkpoint_dir or study.spec.checkpoint_dir, name, uid)
     study.budget.delete()
-    optuna.delete_study(study_name=name, storage=study.optuna._storage)
+    optuna.delete_study(study_name=name, storage=storage_of(study.optuna))
     if uid is None:
         note = (
             f"kept checkpoints at {where}: the study predates per-study checkpoint "

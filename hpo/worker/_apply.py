@@ -9,6 +9,7 @@ import optuna
 from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState
 
+from hpo._optuna._study import suggest, trial_id
 from hpo.storage import is_transient
 from hpo.worker import _protocol as msg
 from hpo.worker._protocol import Method
@@ -50,10 +51,10 @@ def apply_method(
     if method is Method.SET_USER_ATTR:
         return trial.set_user_attr(*args)
     if method is Method.SET_SYSTEM_ATTR:
-        return storage.set_trial_system_attr(trial._trial_id, *args)
+        return storage.set_trial_system_attr(trial_id(trial), *args)
     if method is Method.SUGGEST:
         name, dist = args
-        return trial._suggest(name, json_to_distribution(dist))
+        return suggest(trial, name, json_to_distribution(dist))
     raise ValueError(f"unknown trial method {method!r}")
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.distributions import BaseDistribution, distribution_to_json
 
+from hpo._optuna._study import frozen_trial, study_id, trial_id
 from hpo.context import TrialContext
 from hpo.storage import logical_trial_number, study_checkpoint_dir
 from hpo.worker._protocol import TrialJob
@@ -47,7 +48,7 @@ def take_trials(
                 if grid is not None:
                     # The k-th logical trial of a grid is its k-th point; skip_if_exists
                     # guards against a point enqueued twice, and needs a fresh view.
-                    storage.sync(ostudy._study_id)
+                    storage.sync(study_id(ostudy))
                     ostudy.enqueue_trial(dict(grid[logical]), skip_if_exists=True)
                     logical, waiting = logical + 1, waiting + 1
             spent = False
@@ -73,7 +74,7 @@ def trial_job(
 ) -> TrialJob:
     """What the trial process needs to run ``trial``: it never reads the database itself."""
     spec = study.spec
-    frozen = trial._get_latest_trial()
+    frozen = frozen_trial(trial)
     logical = logical_trial_number(frozen)
     ckpt = study_checkpoint_dir(checkpoint_root, spec.name, uid) / f"trial-{logical:06d}"
     ctx = TrialContext(
@@ -84,7 +85,7 @@ def trial_job(
         seed=spec.trial_seed(logical),
     )
     return TrialJob(
-        trial_id=trial._trial_id,
+        trial_id=trial_id(trial),
         number=trial.number,
         params=dict(frozen.params),
         distributions={k: distribution_to_json(v) for k, v in frozen.distributions.items()},

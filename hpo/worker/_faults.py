@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import optuna
 from optuna.trial import TrialState
 
+from hpo._optuna._study import study_id
 from hpo.storage import StaleTrialRetry, orphan_trial_ids, stale_trials
 
 if TYPE_CHECKING:
@@ -70,5 +71,5 @@ class Recovery:
 
     def _retry_queued(self, number: int) -> bool:
         """Whether some worker already queued a retry of trial ``number`` (read fresh)."""
-        trials = self.storage.backend.get_all_trials(self.study.optuna._study_id, deepcopy=False)
+        trials = self.storage.backend.get_all_trials(study_id(self.study.optuna), deepcopy=False)
         return any(number in t.system_attrs.get("retry_history", ()) for t in trials)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 import optuna
 from optuna.trial import TrialState
 
+from hpo._optuna._study import storage_of, study_id, trial_id
 from hpo.search import distributions, grid_points
 from hpo.storage import (
     host_slots,
@@ -99,7 +100,7 @@ class Worker:
         self._spec = self.study.spec
         self._ostudy = self.study.optuna
         # create_study and load_study open every hpo study on the worker's storage
-        self._storage = cast("WorkerStorage", self._ostudy._storage)
+        self._storage = cast("WorkerStorage", storage_of(self._ostudy))
         self._dists = distributions(self._spec)
         self._grid = grid_points(self._spec) if self._spec.is_grid else None
         self._procs: list[TrialProcess] = []
@@ -160,7 +161,7 @@ class Worker:
         """Whether the study has nothing running or queued anywhere, read fresh: with the
         budget spent, this worker stays only to take retries of other workers' trials."""
         try:
-            self._storage.sync(self._ostudy._study_id)
+            self._storage.sync(study_id(self._ostudy))
         except Exception as e:
             if not is_transient(e):
                 raise
@@ -205,7 +206,7 @@ class Worker:
     def _cancel_queued(self) -> None:
         for proc in self._procs:
             if proc.queued is not None and not proc.cancelling and not proc.dead:
-                proc.tell(msg.Cancel(proc.queued.trial._trial_id))
+                proc.tell(msg.Cancel(trial_id(proc.queued.trial)))
                 proc.cancelling = True
 
     def _send(self, proc: TrialProcess, trial: optuna.Trial) -> None:
@@ -213,7 +214,7 @@ class Worker:
         job = trial_job(
             self.study, trial, checkpoint_root=root, uid=self._uid, threads=self._threads
         )
-        self._storage.record_heartbeat(trial._trial_id)
+        self._storage.record_heartbeat(trial_id(trial))
         trial.set_user_attr("host", self._host)
         trial.set_user_attr("gpu", proc.slot.gpu)
         trial.set_user_attr("worker", worker_id(self._host, self._pid, proc.slot.index))
@@ -244,14 +245,14 @@ class Worker:
                 self.summary.fatal = text
             case msg.Done(outcome):
                 self._finish(proc, outcome)
-            case msg.Cancelled(trial_id):
-                self._requeue(proc, trial_id)
+            case msg.Cancelled(cancelled):
+                self._requeue(proc, cancelled)
             case msg.Call() | msg.Cast() if proc.running is not None:
                 apply_call(self._storage, proc, proc.running.trial, message)
 
     def _finish(self, proc: TrialProcess, outcome: msg.TrialOutcome) -> None:
         running = proc.running
-        if running is None or running.trial._trial_id != outcome.trial_id:
+        if running is None or trial_id(running.trial) != outcome.trial_id:
             return
         attrs: dict[str, Any] = {"duration_s": round(outcome.duration_s, 3)}
         if outcome.reason:
@@ -262,7 +263,7 @@ class Worker:
         proc.running, proc.queued = proc.queued, None
         if proc.running is not None:  # the trial sent ahead started as this one ended
             proc.running.started = time.monotonic()
-            self._storage.set_trial_start(proc.running.trial._trial_id, dt.datetime.now())
+            self._storage.set_trial_start(trial_id(proc.running.trial), dt.datetime.now())
         self.summary.count(state)
         if outcome.warning:
             log.warning("trial %d: %s", running.trial.number, outcome.warning)
@@ -294,20 +295,20 @@ class Worker:
         """Give the slot's running trial back (a retry, unless ``retry`` is False); a trial
         sent ahead goes back to the queue untouched."""
         if proc.queued is not None:
-            self._requeue(proc, proc.queued.trial._trial_id)
+            self._requeue(proc, trial_id(proc.queued.trial))
         if proc.running is None:
             return
-        given = self._recovery.give_back(proc.running.trial._trial_id, reason, retry=retry)
+        given = self._recovery.give_back(trial_id(proc.running.trial), reason, retry=retry)
         self.summary.retried += given.retried
         self.summary.failed += 1
         proc.running = None
 
-    def _requeue(self, proc: TrialProcess, trial_id: int) -> None:
+    def _requeue(self, proc: TrialProcess, given_back: int) -> None:
         """A trial sent ahead that the slot never started goes back to the study's queue."""
         for attr in ("queued", "running"):  # it was promoted if its predecessor ended first
             item = getattr(proc, attr)
-            if item is not None and item.trial._trial_id == trial_id:
-                self._storage.requeue(trial_id)
+            if item is not None and trial_id(item.trial) == given_back:
+                self._storage.requeue(given_back)
                 setattr(proc, attr, None)
                 log.info("trial %d went back to the queue", item.trial.number)
         proc.cancelling = False

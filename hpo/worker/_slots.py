@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 
+from hpo._optuna._study import trial_id
 from hpo.spec import objective_module
 from hpo.storage import this_host, utcnow, worker_id
 from hpo.worker import _protocol as msg
@@ -103,7 +104,7 @@ class TrialProcess:
 
     def trial_ids(self) -> list[int]:
         """Ids of the trials this process holds: running, and sent ahead."""
-        return [r.trial._trial_id for r in (self.running, self.queued) if r is not None]
+        return [trial_id(r.trial) for r in (self.running, self.queued) if r is not None]
 
     def send(self, message: msg.ToTrial) -> None:
         self.conn.send(message)
