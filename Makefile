@@ -33,6 +33,7 @@ test: install
 	  >/dev/null) 2>/dev/null || true
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory optuna-contract
 
@@ -57,6 +58,7 @@ optuna-contract: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .

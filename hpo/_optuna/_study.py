@@ -28,8 +28,9 @@ def study_id(study: optuna.Study) -> int:
     return study._study_id
 
 
-def trial_id(trial: optuna.Trial) -> int:
-    """``Trial._trial_id``: the trial's row id, what the storage API takes."""
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """``Trial._trial_id`` (``FrozenTrial._trial_id``): the trial's row id, what the storage
+    API takes."""
     return trial._trial_id
 
 

@@ -20,6 +20,7 @@ def distribution(p: ParamSpec) -> optuna.distributions.BaseDistribution:
 
     if p.type == "categorical":
         return CategoricalDistribution(list(p.choices))
+    assert p.low is not None and p.high is not None  # the spec's loader guarantees bounds
     if p.type == "int":
         return IntDistribution(int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
     return FloatDistribution(float(p.low), float(p.high), log=p.log, step=p.step)

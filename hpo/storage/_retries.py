@@ -45,7 +45,11 @@ class StaleTrialRetry:
 
     max_retries: int
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """As Optuna's stale- and failed-trial callback: queue the retry if the limit allows."""
+        self.queue(study, trial)
+
+    def queue(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         """Queue the retry; False when the retry limit is reached."""
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
         if len(history) > self.max_retries:

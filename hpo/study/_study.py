@@ -57,6 +57,7 @@ def create_study(spec: StudySpec, storage: str | None = None, *, force: bool = F
     Resuming keeps every finished trial and counts it against the budget.
     """
     import optuna
+    from optuna.study import StudyDirection
 
     url = resolve_url(storage, spec.storage)
     rdb = _open(url, create=True)
@@ -86,7 +87,7 @@ def create_study(spec: StudySpec, storage: str | None = None, *, force: bool = F
         ostudy = optuna.create_study(
             study_name=spec.name,
             storage=study_storage(rdb),
-            directions=list(spec.directions),
+            directions=[StudyDirection[d.upper()] for d in spec.directions],
             sampler=_sampler(spec),
             pruner=_pruner(spec),
             load_if_exists=True,

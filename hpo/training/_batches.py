@@ -200,7 +200,7 @@ class BatchSource:
         return DataLoader(
             data,
             batch_size=batch_size,
-            sampler=_Permutation(len(data), self.shuffle),  # type: ignore[arg-type]
+            sampler=_Permutation(len(data), self.shuffle),
             generator=self._workers,
             **opts,
         )

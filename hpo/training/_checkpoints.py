@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -79,7 +79,9 @@ class LoopState:
 
 
 def _rng_state(generators: list[torch.Generator]) -> dict[str, Any]:
-    _, key, pos, has_gauss, cached = np.random.get_state()
+    _, key, pos, has_gauss, cached = cast(
+        "tuple[str, np.ndarray, int, int, float]", np.random.get_state()
+    )
     return {
         "python": random.getstate(),
         "numpy": (torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), cached),

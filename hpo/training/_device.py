@@ -72,7 +72,9 @@ class Placed:
 
 def place(data: ClassificationData, device: torch.device) -> Placed:
     splits = [(data.x_train, data.y_train), (data.x_val, data.y_val)]
-    test = (data.x_test, data.y_test) if data.x_test is not None else None
+    test = (
+        (data.x_test, data.y_test) if data.x_test is not None and data.y_test is not None else None
+    )
     resident = device.type != "cuda"
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)

@@ -52,7 +52,8 @@ class Recovery:
         if frozen.state != TrialState.FAIL or self._retry_queued(frozen.number):
             return GivenBack(True, False)
         return GivenBack(
-            True, StaleTrialRetry(self.study.spec.retry.max_retries)(self.study.optuna, frozen)
+            True,
+            StaleTrialRetry(self.study.spec.retry.max_retries).queue(self.study.optuna, frozen),
         )
 
     def take_over_lost(self, mine: Collection[int]) -> None:

@@ -130,7 +130,7 @@ class RemoteTrial(BaseTrial):
 
         return int(self._suggest(name, IntDistribution(low, high, step=step, log=log)))
 
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:  # type: ignore[override]
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
         from optuna.distributions import CategoricalDistribution
 
         return self._suggest(name, CategoricalDistribution(choices))
