@@ -79,7 +79,7 @@ def _mixed(url: str) -> Study:
     running = o.ask()  # 7
     running.report(4.0, 1)
     o.add_trial(_attempt(TrialState.FAIL))  # 8
-    assert StaleTrialRetry(max_retries=3)(o, o.trials[8])  # 9: hpo's own retry path
+    assert StaleTrialRetry(max_retries=3).queue(o, o.trials[8])  # 9: hpo's own retry path
     o.enqueue_trial({"x": 0.5, "y": 2})  # 10
     assert [t.number for t in o.trials] == list(range(ATTEMPTS))
     return load_study("mix", url)
@@ -163,7 +163,7 @@ def test_finished_only_when_nothing_runs_or_waits(sqlite_url: str) -> None:
     for v in (3.0, 2.0):
         o.add_trial(_attempt(TrialState.COMPLETE, v))
     o.add_trial(_attempt(TrialState.FAIL))  # 2, its retry 3 is queued
-    assert StaleTrialRetry(max_retries=3)(o, o.trials[2])
+    assert StaleTrialRetry(max_retries=3).queue(o, o.trials[2])
     study = load_study("mix", sqlite_url)
 
     # all 3 logical trials exist, but one waits: the budget is not spent
