@@ -30,7 +30,7 @@ from hpo.search._hyperband import HyperbandPruner
 from hpo.search._parzen import log_pdf
 from hpo.search._tpe import IncrementalTPESampler
 from hpo.storage import WorkerStorage
-from hpo.storage._worker_storage import _InOrder
+from hpo.storage._ordered import InOrder
 
 SPACE = {
     "x": FloatDistribution(-5, 5),
@@ -287,7 +287,7 @@ def test_worker_storage_lists_trials_as_the_cache_holds_them() -> None:
     """The worker's lists by state, kept up to date, are the cache's trials sorted by number and
     filtered, after trials arrive out of order, finish, and are read in again."""
     source: dict[int, FrozenTrial] = {}
-    ordered = _InOrder(source)
+    ordered = InOrder(source)
     script = random.Random(3)
     pending = list(range(200))
     script.shuffle(pending)

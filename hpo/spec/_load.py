@@ -170,17 +170,7 @@ def _spec_from_dict(data: Any, source: str, check_objective: bool) -> StudySpec:
     objective = v.string(data, "objective")
     metrics, directions = _metrics_and_directions(v, data)
     space = _search_space(v, data.get("search_space", {}))
-    fixed = data.get("fixed", {})
-    if fixed is None:
-        fixed = {}
-    if not isinstance(fixed, Mapping):
-        raise SpecError(source, "fixed", fixed, "must be a mapping of name: value")
-    for key, val in fixed.items():
-        if not isinstance(key, str):
-            raise SpecError(source, "fixed", key, "keys must be strings")
-        v.plain(val, dot("fixed", key))
-        if key in {p.name for p in space}:
-            raise SpecError(source, dot("fixed", key), val, "is also in search_space")
+    fixed = _fixed(v, data.get("fixed", {}), space)
     sampler = _sampler(v, data.get("sampler", {"type": "tpe"}), len(directions))
     pruner = _pruner(v, data.get("pruner", {"type": "none"}), "pruner")
     budget = _budget(v, data.get("budget", {}))
@@ -217,6 +207,19 @@ def _spec_from_dict(data: Any, source: str, check_objective: bool) -> StudySpec:
     if check_objective:
         check_accepts(spec, resolve_objective(spec.objective, source=source))
     return spec
+
+
+def _fixed(v: Validator, raw: Any, space: tuple[ParamSpec, ...]) -> dict[str, Any]:
+    fixed = {} if raw is None else raw
+    if not isinstance(fixed, Mapping):
+        raise SpecError(v.source, "fixed", fixed, "must be a mapping of name: value")
+    for key, val in fixed.items():
+        if not isinstance(key, str):
+            raise SpecError(v.source, "fixed", key, "keys must be strings")
+        v.plain(val, dot("fixed", key))
+        if key in {p.name for p in space}:
+            raise SpecError(v.source, dot("fixed", key), val, "is also in search_space")
+    return dict(fixed)
 
 
 def _metrics_and_directions(v: Validator, data: Mapping[str, Any]) -> tuple[tuple, tuple]:
