@@ -51,8 +51,8 @@ def _write_users_data(root: Path) -> None:
 
 
 def _small(spec: str) -> str:
-    spec = re.sub(r"n_trials: \d+", "n_trials: 3", spec)
-    return re.sub(r"\bepochs: \d+", "epochs: 2", spec)
+    spec = re.sub(r"n_trials: \d+", "n_trials: 2", spec)
+    return re.sub(r"\bepochs: \d+", "epochs: 1", spec)
 
 
 def test_the_readme_has_examples_to_run() -> None:
