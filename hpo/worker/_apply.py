@@ -9,7 +9,7 @@ import optuna
 from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState
 
-from hpo._optuna._study import suggest, trial_id
+from hpo._optuna._study import forget_ahead, suggest, trial_id
 from hpo.storage import is_transient
 from hpo.worker import _protocol as msg
 from hpo.worker._protocol import Method
@@ -54,7 +54,10 @@ def apply_method(
         return storage.set_trial_system_attr(trial_id(trial), *args)
     if method is Method.SUGGEST:
         name, dist = args
-        return suggest(trial, name, json_to_distribution(dist))
+        distribution = json_to_distribution(dist)
+        # Asked with another distribution than sampled ahead: sample it from this one.
+        forget_ahead(trial, name, distribution)
+        return suggest(trial, name, distribution)
     raise ValueError(f"unknown trial method {method!r}")
 
 
