@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 import optuna
 import pytest
@@ -14,13 +13,10 @@ from conftest import run_hpo
 from optuna.distributions import distribution_to_json
 from optuna.trial import TrialState
 
-from hpo._optuna._study import sample_ahead, storage_of
+from hpo._optuna._study import sample_ahead
 from hpo.worker._ahead import AheadSpace
-from hpo.worker._apply import apply_method
+from hpo.worker._apply import suggest_param
 from hpo.worker._protocol import Method
-
-if TYPE_CHECKING:
-    from hpo.storage import WorkerStorage
 
 
 def _objective(trial: optuna.trial.Trial) -> float:
@@ -79,17 +75,16 @@ def test_samples_ahead_equal_optunas_own_on_the_same_history(tmp_path: Path, sam
     )
     space = AheadSpace({}).of(ours)
     assert list(space) == ["x", "y", "lr", "opt"]  # the objective's order; momentum is not
-    storage = cast("WorkerStorage", storage_of(ours))  # SUGGEST reads no storage of its own
     ahead_trial = ours.ask()
     got = sample_ahead(ahead_trial, space)
     assert got == want
     # nothing is stored until the objective asks: then the value sampled ahead is stored
     assert ahead_trial.params == {}
-    assert apply_method(storage, ahead_trial, Method.SUGGEST, _asked("x", -10, 10)) == want["x"]
+    assert suggest_param(ahead_trial, *_asked("x", -10, 10)) == want["x"]
     assert ahead_trial.params == {"x": want["x"]}
     # asked with another distribution than sampled ahead: never answered with that value,
     # though it fits the new range
-    other = apply_method(storage, ahead_trial, Method.SUGGEST, _asked("y", -10, 100))
+    other = suggest_param(ahead_trial, *_asked("y", -10, 100))
     assert ahead_trial.distributions["y"] == optuna.distributions.IntDistribution(-10, 100)
     assert other == ahead_trial.params["y"]
     if sampler == "random":  # a fresh draw from the objective's range
@@ -143,3 +138,46 @@ def test_worker_samples_ahead_and_keeps_conditional_and_changed_parameters(
     for t in changed:
         assert t.params["w"] != t.user_attrs["ahead"]["w"]
         assert t.distributions["w"] == optuna.distributions.FloatDistribution(0, 20)
+
+
+def test_a_suggest_on_demand_is_one_round_trip_without_database_work(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    import hpo
+    from hpo.worker import _loop
+    from hpo.worker._apply import apply_call
+
+    statements: list[str] = []
+    calls: list[int] = []
+    applying = False
+
+    def count(*args: object) -> None:
+        if applying:
+            statements.append(str(args[2]))
+
+    def apply_counted(storage: object, proc: object, trial: object, message: object) -> None:
+        nonlocal applying
+        applying = isinstance(message, _loop.msg.Call) and message.method is Method.SUGGEST
+        calls.append(applying)
+        try:
+            apply_call(storage, proc, trial, message)  # type: ignore[arg-type]
+        finally:
+            applying = False
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    monkeypatch.setattr(_loop, "apply_call", apply_counted)
+    try:
+        spec = hpo.parse_spec(
+            "name: od\nobjective: toy_objectives:on_demand\nmetric: loss\n"
+            "direction: minimize\nsampler: {type: tpe, seed: 0, n_startup_trials: 1}\n"
+            "budget: {n_trials: 4}\n"
+            f"checkpoint_dir: {tmp_path / 'ckpt'}\n"
+        )
+        _, summary = hpo.run(spec, storage=sqlite_url, workers=2)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+    assert summary.complete == 4
+    assert sum(calls) == 12  # each suggest: one Call, one reply
+    assert statements == []  # sampled from the worker's view, stored with its next batch

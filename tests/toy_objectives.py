@@ -93,3 +93,12 @@ def define_by_run(trial: optuna.trial.BaseTrial) -> float:
     trial.set_user_attr("ahead", ahead)
     time.sleep(0.05)
     return x**2 + w + extra + (kind == "b")
+
+
+def on_demand(trial: optuna.trial.BaseTrial) -> float:
+    """Parameters no other trial asks for, between pauses: each is sampled on demand."""
+    total = 0.0
+    for i in range(3):
+        time.sleep(0.4)
+        total += trial.suggest_float(f"p{trial.number}_{i}", 0, 1)
+    return total

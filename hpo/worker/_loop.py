@@ -198,8 +198,8 @@ class Worker:
                 self.study, self._storage, self._dists, self._grid, len(wanted), self._ahead
             )
             self.state.budget_spent, self._uid = taken.budget_spent, taken.uid
-            for proc, trial, ahead in zip(wanted, taken.trials, taken.ahead, strict=False):
-                self._send(proc, trial, ahead)
+            for proc, trial, sampled in zip(wanted, taken.trials, taken.ahead, strict=False):
+                self._send(proc, trial, sampled)
         finally:
             self._storage.flush()  # the new trials' parameters, placement and heartbeats
 
