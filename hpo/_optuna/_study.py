@@ -72,7 +72,7 @@ def sample_ahead(trial: optuna.Trial, space: Mapping[str, BaseDistribution]) -> 
 
     relative = dict(trial.relative_params)  # sample_relative, as at Optuna's first suggest
     relative_space = dict(trial.relative_search_space or {})
-    frozen = trial._cached_frozen_trial
+    frozen = trial._get_latest_trial()  # what Trial._suggest hands the sampler
     fixed = trial._fixed_params or {}
     study = pruners._filter_study(trial.study, frozen)
     values: dict[str, Any] = {}
