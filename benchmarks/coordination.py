@@ -8,12 +8,15 @@ PostgreSQL database (or SQLite file), in the same run.
 - plain Optuna, as its docs recommend: P processes, each ``study.optimize`` with
   ``MaxTrialsCallback(n_trials)`` on a shared RDB storage;
 - hpo: one ``hpo worker STUDY --processes P`` (one worker per machine, P trial processes),
-  and P separate ``hpo worker --processes 1`` (as P machines would).
+  and P separate ``hpo worker --processes 1`` (as P machines would), each in two modes:
+  the 4 parameters declared in the spec's ``search_space``, and define-by-run (``-dbr``: no
+  search_space, the objective's ``suggest_*`` calls define them, as a plain Optuna user's do).
 
 Efficiency = finished trials per second / (P / sleep). Overshoot = trials created beyond the
 budget.
 
     python benchmarks/coordination.py --processes 8 --sleep 0.2 --trials 400 --sampler tpe
+    python benchmarks/coordination.py --only plain hpo hpo-dbr    # both modes, side by side
     python benchmarks/coordination.py --matrix    # the four configurations of issue 6
     python benchmarks/coordination.py --sweep 1 2 4 8 16 32 --sleep 0.2 --plot eff.png
 
@@ -40,17 +43,19 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PG_ADMIN = os.environ.get("HPO_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
+SPACE = """\
+search_space:
+  x: {type: float, low: -10, high: 10}
+  y: {type: int, low: -10, high: 10}
+  lr: {type: float, low: 1.0e-5, high: 1.0e-1, log: true}
+  opt: {type: categorical, choices: [adam, sgd, rmsprop]}
+"""
 SPEC = """\
 name: coord
-objective: coordination_objective:objective
+objective: coordination_objective:{objective}
 metric: loss
 direction: minimize
-search_space:
-  x: {{type: float, low: -10, high: 10}}
-  y: {{type: int, low: -10, high: 10}}
-  lr: {{type: float, low: 1.0e-5, high: 1.0e-1, log: true}}
-  opt: {{type: categorical, choices: [adam, sgd, rmsprop]}}
-fixed: {{sleep: {sleep}}}
+{space}fixed: {{sleep: {sleep}}}
 sampler: {{type: {sampler}, seed: 0}}
 budget: {{n_trials: {trials}}}
 """
@@ -112,9 +117,20 @@ study.optimize(c.plain({args.sleep}), callbacks=[cap])
     return summarize("optuna (MaxTrialsCallback)", wall, span, created, done, args)
 
 
-def run_hpo(url: str, args: argparse.Namespace, separate: bool) -> dict[str, float]:
+def run_hpo(
+    url: str, args: argparse.Namespace, separate: bool, by_run: bool = False
+) -> dict[str, float]:
+    """``by_run``: no search_space; the objective's own suggest_* define the parameters."""
     spec = Path(args.tmp) / "coord.yaml"
-    spec.write_text(SPEC.format(sleep=args.sleep, sampler=args.sampler, trials=args.trials))
+    spec.write_text(
+        SPEC.format(
+            sleep=args.sleep,
+            sampler=args.sampler,
+            trials=args.trials,
+            objective="define_by_run" if by_run else "objective",
+            space="" if by_run else SPACE,
+        )
+    )
     hpo = [sys.executable, "-m", "hpo.cli"]
     subprocess.run(
         [*hpo, "create", str(spec), "--storage", url],
@@ -137,8 +153,11 @@ def run_hpo(url: str, args: argparse.Namespace, separate: bool) -> dict[str, flo
         p.wait()
     wall = time.perf_counter() - start
     created, done, span = count(url, "coord")
+    mode = "hpo define-by-run" if by_run else "hpo search_space"
     label = (
-        f"hpo ({args.processes} x worker -p 1)" if separate else f"hpo (worker -p {args.processes})"
+        f"{mode} ({args.processes} x worker -p 1)"
+        if separate
+        else f"{mode} (worker -p {args.processes})"
     )
     return summarize(label, wall, span, created, done, args)
 
@@ -187,6 +206,8 @@ def run_config(args: argparse.Namespace, only: list[str]) -> list[dict]:
         "plain": lambda url: run_plain(url, args),
         "hpo": lambda url: run_hpo(url, args, separate=False),
         "hpo-separate": lambda url: run_hpo(url, args, separate=True),
+        "hpo-dbr": lambda url: run_hpo(url, args, separate=False, by_run=True),
+        "hpo-dbr-separate": lambda url: run_hpo(url, args, separate=True, by_run=True),
     }
     rows = []
     for name in only:
@@ -223,7 +244,7 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
         pts = sorted(
             (r["processes"], r["efficiency"]) for r in rows if r["setup"].startswith(setup)
         )
-        label = "plain Optuna (MaxTrialsCallback)" if setup == "optuna" else "hpo worker -p P"
+        label = "plain Optuna (MaxTrialsCallback)" if setup == "optuna" else f"{setup}, -p P"
         (line,) = ax.plot(*zip(*pts, strict=True), marker="o", label=label)
         steady = sorted(
             (r["processes"], r["steady_efficiency"]) for r in rows if r["setup"].startswith(setup)
@@ -254,7 +275,13 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=400)
     p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
     p.add_argument("--storage", choices=["postgres", "sqlite"], default="postgres")
-    p.add_argument("--only", choices=["plain", "hpo", "hpo-separate"], nargs="*")
+    setups = ["plain", "hpo", "hpo-dbr", "hpo-separate", "hpo-dbr-separate"]
+    p.add_argument(
+        "--only",
+        choices=setups,
+        nargs="*",
+        help="default: every setup (--matrix: -separate ones at 8 processes only)",
+    )
     p.add_argument("--matrix", action="store_true", help="8 x 0.2 s and 32 x 1 s, tpe and random")
     p.add_argument("--sweep", type=int, nargs="*", metavar="P", help="process counts to plot")
     p.add_argument("--plot", type=Path, help="with --sweep: the PNG to write")
@@ -271,16 +298,17 @@ def main() -> None:
                         **{**vars(args), "processes": procs, "sleep": sleep, "sampler": sampler}
                     )
                     # P separate workers: one per machine, as a fleet would run them.
-                    only = args.only or ["plain", "hpo", *(["hpo-separate"] * (procs <= 8))]
+                    separate = ["hpo-separate", "hpo-dbr-separate"] * (procs <= 8)
+                    only = args.only or ["plain", "hpo", "hpo-dbr", *separate]
                     rows += run_config(cfg, only)
         elif args.sweep:
             for procs in args.sweep:
                 cfg = argparse.Namespace(**{**vars(args), "processes": procs, "trials": 50 * procs})
-                rows += run_config(cfg, args.only or ["plain", "hpo"])
+                rows += run_config(cfg, args.only or ["plain", "hpo", "hpo-dbr"])
             if args.plot:
                 plot_sweep(rows, args.plot)
         else:
-            rows += run_config(args, args.only or ["plain", "hpo", "hpo-separate"])
+            rows += run_config(args, args.only or setups)
     if args.json:
         with args.json.open("a") as f:
             for r in rows:

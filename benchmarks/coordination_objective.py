@@ -23,6 +23,16 @@ def objective(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float:
     return _value(p["x"], p["y"], p["lr"], p["opt"])
 
 
+def define_by_run(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float:
+    """The same 4 parameters, defined by the objective's suggest_* (no search_space)."""
+    x = trial.suggest_float("x", -10, 10)
+    y = trial.suggest_int("y", -10, 10)
+    lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+    opt = trial.suggest_categorical("opt", ["adam", "sgd", "rmsprop"])
+    time.sleep(float(ctx.params["sleep"]))
+    return _value(x, y, lr, opt)
+
+
 def plain(sleep: float) -> Callable[[optuna.trial.Trial], float]:
     """The same objective as a plain Optuna user writes it."""
 

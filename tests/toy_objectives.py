@@ -74,3 +74,31 @@ def threads_probe(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float:
     trial.set_user_attr("pid", os.getpid())
     time.sleep(float(ctx.params.get("sleep", 0.0)))
     return float(trial.params["x"])
+
+
+def define_by_run(trial: optuna.trial.BaseTrial) -> float:
+    """A plain Optuna objective whose suggest_* define its space, with the cases sampling
+    ahead must get right: ``extra`` is skipped by every third trial (a conditional
+    parameter), ``w`` is asked with another range by every fourth. It records what it got
+    and, under hpo, which parameters its worker sampled ahead for it."""
+    x = trial.suggest_float("x", -5, 5)
+    kind = trial.suggest_categorical("kind", ["a", "b"])
+    extra = trial.suggest_int("extra", 0, 3) if trial.number % 3 != 2 else 0
+    # every fourth trial asks another range, one a value sampled ahead would fit
+    w = trial.suggest_float("w", 0, 20 if trial.number % 4 == 3 else 1)
+    seen = {"x": x, "kind": kind, "w": w} | ({"extra": extra} if trial.number % 3 != 2 else {})
+    trial.set_user_attr("seen", seen)
+    job = getattr(trial, "_job", None)  # hpo's RemoteTrial: what its worker sent
+    ahead = {k: v for k, (v, _) in job.ahead.items()} if job is not None else {}
+    trial.set_user_attr("ahead", ahead)
+    time.sleep(0.05)
+    return x**2 + w + extra + (kind == "b")
+
+
+def on_demand(trial: optuna.trial.BaseTrial) -> float:
+    """Parameters no other trial asks for, between pauses: each is sampled on demand."""
+    total = 0.0
+    for i in range(3):
+        time.sleep(0.4)
+        total += trial.suggest_float(f"p{trial.number}_{i}", 0, 1)
+    return total

@@ -7,6 +7,7 @@ Optuna exposes none of these publicly; each accessor names the attribute it reli
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -15,7 +16,15 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial
 
-__all__ = ["frozen_trial", "storage_of", "study_id", "suggest", "trial_id"]
+__all__ = [
+    "forget_ahead",
+    "frozen_trial",
+    "sample_ahead",
+    "storage_of",
+    "study_id",
+    "suggest",
+    "trial_id",
+]
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -46,3 +55,52 @@ def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> A
     ``suggest_float``/``suggest_int``/``suggest_categorical`` would need them taken apart.
     """
     return trial._suggest(name, distribution)
+
+
+def sample_ahead(trial: optuna.Trial, space: Mapping[str, BaseDistribution]) -> dict[str, Any]:
+    """Sample ``space`` for ``trial`` now, as its ``suggest_*`` calls would, without storing.
+
+    Each parameter takes the path ``Trial._suggest`` would: a fixed (enqueued) value, a
+    single-valued distribution, the sampler's relative sample (``Trial.relative_params``,
+    computed here as Optuna computes it at the first suggest), else ``sample_independent``
+    in the order of ``space``. The values become the trial's relative parameters
+    (``Trial._relative_params`` / ``relative_search_space``), so the worker's later
+    ``Trial._suggest`` stores exactly these values, and only for the ones the objective asks.
+    """
+    from optuna import pruners
+    from optuna.distributions import _get_single_value
+
+    relative = dict(trial.relative_params)  # sample_relative, as at Optuna's first suggest
+    relative_space = dict(trial.relative_search_space or {})
+    frozen = trial._get_latest_trial()  # what Trial._suggest hands the sampler
+    fixed = trial._fixed_params or {}
+    study = pruners._filter_study(trial.study, frozen)
+    values: dict[str, Any] = {}
+    for name, dist in space.items():
+        if name in fixed:
+            if not dist._contains(dist.to_internal_repr(fixed[name])):
+                continue  # Optuna warns and samples: leave it to the objective's suggest
+            values[name] = fixed[name]
+        elif dist.single():
+            values[name] = _get_single_value(dist)
+        elif name in relative and relative_space.get(name) == dist:
+            values[name] = relative[name]
+        else:
+            values[name] = trial.study.sampler.sample_independent(study, frozen, name, dist)
+    trial._relative_params = {**relative, **values}
+    trial.relative_search_space = {**relative_space, **{k: space[k] for k in values}}
+    return values
+
+
+def forget_ahead(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> None:
+    """Drop ``name``'s relative sample when the objective asks with another distribution:
+    ``Trial._suggest`` would answer with it whenever the value fits the new range."""
+    known = (trial.relative_search_space or {}).get(name)
+    if known is None or known == distribution:
+        return
+    relative = dict(trial.relative_params)
+    relative.pop(name, None)
+    trial._relative_params = relative
+    trial.relative_search_space = {
+        k: v for k, v in (trial.relative_search_space or {}).items() if k != name
+    }

@@ -99,6 +99,7 @@ class WorkerStorage(CachedRDB):
         self._private: set[int] = set()
         self._pending: dict[int, _Pending] = {}
         self._queue_empty = False
+        self._as_seen = False
         self._study_ids: dict[str, int] = {}
         # Each study's cached trials in number order, and its lists by states
         self._in_order: dict[int, InOrder] = {}
@@ -131,7 +132,8 @@ class WorkerStorage(CachedRDB):
             if self._queue_empty:
                 return []
             return self.rdb.get_all_trials(study_id, deepcopy=deepcopy, states=states)
-        if time.monotonic() - self._synced.get(study_id, float("-inf")) > self.max_age:
+        stale = time.monotonic() - self._synced.get(study_id, float("-inf")) > self.max_age
+        if stale and not (self._as_seen and study_id in self._synced):
             self.sync(study_id)
         with self.cache_lock:
             # The sampler and the pruner read the whole study several times per trial.
@@ -162,6 +164,16 @@ class WorkerStorage(CachedRDB):
             yield
         finally:
             self._queue_empty = False
+
+    @contextlib.contextmanager
+    def as_seen(self) -> Iterator[None]:
+        """Within: read trials as this worker last saw them, however old (the loop syncs on
+        its tick), so a trial process's suggest_* costs no database round trip."""
+        self._as_seen = True
+        try:
+            yield
+        finally:
+            self._as_seen = False
 
     def get_study_id_from_name(self, study_name: str) -> int:
         # Hyperband asks on every should_prune (for each bracket's view of the study); a

@@ -9,7 +9,7 @@ import optuna
 from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState
 
-from hpo._optuna._study import suggest, trial_id
+from hpo._optuna._study import forget_ahead, suggest, trial_id
 from hpo.storage import is_transient
 from hpo.worker import _protocol as msg
 from hpo.worker._protocol import Method
@@ -53,9 +53,17 @@ def apply_method(
     if method is Method.SET_SYSTEM_ATTR:
         return storage.set_trial_system_attr(trial_id(trial), *args)
     if method is Method.SUGGEST:
-        name, dist = args
-        return suggest(trial, name, json_to_distribution(dist))
+        with storage.as_seen():  # the trial process waits: no database round trip
+            return suggest_param(trial, *args)
     raise ValueError(f"unknown trial method {method!r}")
+
+
+def suggest_param(trial: optuna.Trial, name: str, dist: str) -> Any:
+    """A trial process's suggest_*: the value sampled ahead when it is asked for with the
+    distribution it was sampled from, else a sample from the distribution asked for."""
+    distribution = json_to_distribution(dist)
+    forget_ahead(trial, name, distribution)
+    return suggest(trial, name, distribution)
 
 
 def close_trial(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.distributions import BaseDistribution, distribution_to_json
 
-from hpo._optuna._study import frozen_trial, study_id, trial_id
+from hpo._optuna._study import frozen_trial, sample_ahead, study_id, trial_id
 from hpo.context import TrialContext
 from hpo.storage import logical_trial_number, study_checkpoint_dir
 from hpo.worker._protocol import TrialJob
@@ -18,6 +18,7 @@ from hpo.worker._protocol import TrialJob
 if TYPE_CHECKING:
     from hpo.storage import WorkerStorage
     from hpo.study import Study
+    from hpo.worker._ahead import AheadSpace
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Taken:
     trials: list[optuna.Trial]
     budget_spent: bool  # no new trial may be created: the budget is spent or the study stopped
     uid: str | None  # the study's identity, as read under the lock
+    # per trial: define-by-run parameters sampled ahead, name -> (value, distribution)
+    ahead: list[dict[str, tuple[Any, BaseDistribution]]]
 
 
 def take_trials(
@@ -33,8 +36,10 @@ def take_trials(
     dists: Mapping[str, BaseDistribution],
     grid: Sequence[Mapping[str, Any]] | None,
     wanted: int,
+    ahead: AheadSpace | None = None,
 ) -> Taken:
-    """Up to ``wanted`` trials, taken from the queue or created, in one turn of the lock."""
+    """Up to ``wanted`` trials, taken from the queue or created, in one turn of the lock;
+    with ``ahead``, each also gets the define-by-run parameters finished trials show."""
     ostudy = study.optuna
     trials: list[optuna.Trial] = []
     spent = False
@@ -61,7 +66,11 @@ def take_trials(
                 waiting = max(0, waiting - 1)
             else:
                 logical += 1
-    return Taken(trials, spent, budget.uid)
+    # Outside the lock: other workers need not wait while this one samples for its slots.
+    space = ahead.of(ostudy) if ahead is not None and trials else {}
+    sampled = [sample_ahead(t, space) if space else {} for t in trials]
+    pairs = [{k: (v, space[k]) for k, v in values.items()} for values in sampled]
+    return Taken(trials, spent, budget.uid, pairs)
 
 
 def trial_job(
@@ -71,6 +80,7 @@ def trial_job(
     checkpoint_root: str,
     uid: str | None,
     threads: int | None,
+    ahead: Mapping[str, tuple[Any, BaseDistribution]] | None = None,
 ) -> TrialJob:
     """What the trial process needs to run ``trial``: it never reads the database itself."""
     spec = study.spec
@@ -94,4 +104,5 @@ def trial_job(
         context=ctx,
         datetime_start=frozen.datetime_start,
         threads=threads,
+        ahead={k: (v, distribution_to_json(d)) for k, (v, d) in (ahead or {}).items()},
     )

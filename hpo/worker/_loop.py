@@ -26,7 +26,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -45,6 +45,7 @@ from hpo.storage import (
     worker_id,
 )
 from hpo.worker import _protocol as msg
+from hpo.worker._ahead import AheadSpace
 from hpo.worker._apply import apply_call, close_trial
 from hpo.worker._assign import take_trials, trial_job
 from hpo.worker._faults import Recovery
@@ -103,6 +104,7 @@ class Worker:
         self._storage = cast("WorkerStorage", storage_of(self._ostudy))
         self._dists = distributions(self._spec)
         self._grid = grid_points(self._spec) if self._spec.is_grid else None
+        self._ahead = AheadSpace(self._dists)  # what the objective's own suggest_* define
         self._procs: list[TrialProcess] = []
         self._recovery = Recovery(self.study, self._storage)
         self.state = LoopState()
@@ -192,10 +194,12 @@ class Worker:
             return
         try:
             wanted = idle + ahead  # the budget may give fewer: idle slots come first
-            taken = take_trials(self.study, self._storage, self._dists, self._grid, len(wanted))
+            taken = take_trials(
+                self.study, self._storage, self._dists, self._grid, len(wanted), self._ahead
+            )
             self.state.budget_spent, self._uid = taken.budget_spent, taken.uid
-            for proc, trial in zip(wanted, taken.trials, strict=False):
-                self._send(proc, trial)
+            for proc, trial, sampled in zip(wanted, taken.trials, taken.ahead, strict=False):
+                self._send(proc, trial, sampled)
         finally:
             self._storage.flush()  # the new trials' parameters, placement and heartbeats
 
@@ -209,10 +213,17 @@ class Worker:
                 proc.tell(msg.Cancel(trial_id(proc.queued.trial)))
                 proc.cancelling = True
 
-    def _send(self, proc: TrialProcess, trial: optuna.Trial) -> None:
+    def _send(
+        self, proc: TrialProcess, trial: optuna.Trial, ahead: Mapping[str, Any] | None = None
+    ) -> None:
         root = self.checkpoint_dir or self._spec.checkpoint_dir
         job = trial_job(
-            self.study, trial, checkpoint_root=root, uid=self._uid, threads=self._threads
+            self.study,
+            trial,
+            checkpoint_root=root,
+            uid=self._uid,
+            threads=self._threads,
+            ahead=ahead,
         )
         self._storage.record_heartbeat(trial_id(trial))
         trial.set_user_attr("host", self._host)

@@ -36,6 +36,10 @@ class TrialJob:
     context: TrialContext
     datetime_start: dt.datetime | None = None
     threads: int | None = None  # for torch in this trial; None leaves the user's setting
+    # Define-by-run parameters the worker sampled ahead: name -> (value, distribution JSON).
+    # Not the spec's: the objective may not ask for one (a conditional parameter), and one
+    # asked with another distribution is sampled on demand instead.
+    ahead: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

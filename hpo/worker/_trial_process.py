@@ -89,8 +89,10 @@ class RemoteTrial(BaseTrial):
     """An Optuna trial whose storage operations are done by the worker process.
 
     Parameters in the spec's search space were sampled before the trial started, so
-    ``suggest_*`` for them is a local lookup; a parameter outside the spec (a plain
-    Optuna objective's define-by-run parameter) is sampled by the worker on request.
+    ``suggest_*`` for them is a local lookup. A parameter outside the spec (a plain Optuna
+    objective's define-by-run parameter) that every finished trial asked for was sampled
+    ahead too: asked with the same distribution, its value is used and the worker stores it
+    (a message, no round trip); any other is sampled by the worker on request.
     """
 
     def __init__(self, link: _Link, job: TrialJob) -> None:
@@ -102,6 +104,8 @@ class RemoteTrial(BaseTrial):
         self._system_attrs = dict(job.system_attrs)
         # The spec's search space, as sampled by the worker: what suggest_* must agree with.
         self._space = dict(self._dists)
+        # Sampled ahead, not the spec's: never checked against, nor required to be read.
+        self._ahead = {k: (v, json_to_distribution(d)) for k, (v, d) in job.ahead.items()}
         self.suggested: set[str] = set()
         self.params_read = False  # trial.params was read: every sampled value counts as used
         self.stop_reason: str | None = None
@@ -149,7 +153,13 @@ class RemoteTrial(BaseTrial):
             raise DistributionMismatch(self.stop_reason)
         if name in self._params and self._dists.get(name) == dist:
             return self._params[name]
-        value = self._call(Method.SUGGEST, name, distribution_to_json(dist))
+        ahead = self._ahead.pop(name, None)
+        if ahead is not None and ahead[1] == dist:
+            # The worker's Trial holds this very value as a relative sample: it stores it.
+            value = ahead[0]
+            self._link.send(msg.Cast(Method.SUGGEST, (name, distribution_to_json(dist))))
+        else:  # unseen, or another distribution than sampled ahead: the objective's own
+            value = self._call(Method.SUGGEST, name, distribution_to_json(dist))
         self._params[name] = value
         self._dists[name] = dist
         return value
