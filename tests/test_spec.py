@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -734,7 +735,7 @@ def test_other_tools_words_get_what_hpo_calls_them(
 # What a built-in objective reads and reports, checked when the spec is loaded to run.
 BUILTIN = [
     (
-        spec_text(metric="val_acc"),
+        spec_text(metric="val_acc", direction="maximize"),
         "metric",
         "the mlp objective does not report it; did you mean 'val_accuracy'? (got 'val_acc')",
     ),
@@ -985,3 +986,41 @@ YAMLISH = st.lists(
 @given(YAMLISH | st.text())
 def test_fuzz_text(text: str) -> None:
     check_loads_or_spec_error(lambda: parse_spec(text, source="fuzz.yaml", check_objective=False))
+
+
+@pytest.mark.parametrize(
+    ("metric", "direction"),
+    [
+        ("val_accuracy", "maximize"),
+        ("val_f1", "maximize"),
+        ("val_r2", "maximize"),
+        ("val_loss", "minimize"),
+        ("val_mse", "minimize"),
+        ("loss", "minimize"),
+    ],
+)
+def test_a_metric_whose_name_says_its_better_side_implies_the_direction(
+    metric: str, direction: str
+) -> None:
+    # Seen: `direction:` left out of a val_accuracy spec minimized accuracy, silently.
+    assert parse(spec_text(metric=metric, direction=None)).directions == (direction,)
+
+
+def test_a_metric_of_unknown_sense_needs_its_direction() -> None:
+    with pytest.raises(SpecError, match=r"direction: is required for 'reward'"):
+        parse(spec_text(metric="reward", direction=None))
+    assert parse(spec_text(metric="reward", direction="maximize")).directions == ("maximize",)
+
+
+@pytest.mark.parametrize(
+    ("metric", "direction", "fragment"),
+    [
+        ("val_loss", "maximize", "'val_loss' is better lower: minimize it"),
+        ("val_accuracy", "minimize", "'val_accuracy' is better higher: maximize it"),
+    ],
+)
+def test_a_direction_against_the_metrics_sense_is_an_error(
+    metric: str, direction: str, fragment: str
+) -> None:
+    with pytest.raises(SpecError, match=re.escape(fragment)):
+        parse(spec_text(metric=metric, direction=direction))

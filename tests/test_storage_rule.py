@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import hpo_env, run_hpo, write_spec
+from conftest import hpo_env, run_hpo, toy_spec, write_spec
 
 SPEC = """\
 name: here
@@ -146,3 +146,18 @@ def test_an_objective_in_the_working_directory_imports_without_pythonpath(
         )
         assert res.returncode == 0, res.stderr
         assert "failed 0" in res.stderr or "0 failed" in res.stderr, res.stderr
+
+
+def test_run_says_which_storage_it_uses_and_when_hpo_storage_overrides_the_spec(
+    tmp_path: Path,
+) -> None:
+    # Seen: an exported HPO_STORAGE sent a run to another database than the spec's storage:,
+    # and nothing said so.
+    spec_db, env_db = tmp_path / "spec.db", tmp_path / "env.db"
+    text = toy_spec(2).replace("budget:", f"storage: sqlite:///{spec_db}\nbudget:")
+    spec = write_spec(tmp_path / "spec.yaml", text)
+    ran = run_hpo("run", str(spec), cwd=tmp_path, HPO_STORAGE=f"sqlite:///{env_db}")
+    assert ran.returncode == 0, ran.stderr
+    assert f"storage sqlite:///{env_db} (from HPO_STORAGE, not the spec's storage: " in ran.stderr
+    ran = run_hpo("run", str(spec), cwd=tmp_path)
+    assert f"storage sqlite:///{spec_db} (the spec's storage:)" in ran.stderr

@@ -21,7 +21,7 @@ from hpo.cli._app import (
     threads_option,
 )
 from hpo.cli._secrets import remember
-from hpo.cli._target import storage_for, target
+from hpo.cli._target import storage_for, storage_origin, target
 
 
 @main.command()
@@ -69,6 +69,9 @@ def run(
 
     loaded = load_spec(spec)
     url = storage_for(storage, loaded.storage)
+    _console.err.print(
+        f"{loaded.name}: storage {storage_origin(storage, loaded.storage, url)}", markup=False
+    )
     if loaded.n_trials is None and (timeout or loaded.budget.timeout) is None:
         _console.err.print(
             f"{loaded.name}: the spec has no budget.n_trials or budget.timeout: running until "
@@ -102,9 +105,12 @@ def create(spec: Path, storage: str | None, force: bool) -> None:
     from hpo.study import create_study
 
     loaded = load_spec(spec)
-    study = create_study(loaded, storage_for(storage, loaded.storage), force=force)
+    url = storage_for(storage, loaded.storage)
+    study = create_study(loaded, url, force=force)
     note = _remember_here(study.url, storage)
-    click.echo(f"study {study.name!r} ready in {study.masked_url}{note}")
+    click.echo(
+        f"study {study.name!r} ready in {storage_origin(storage, loaded.storage, url)}{note}"
+    )
 
 
 @main.command()

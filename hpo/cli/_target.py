@@ -15,6 +15,31 @@ def storage_for(storage: str | None, spec_storage: str | None) -> str:
     return remember(resolve_url(storage, spec_storage)) or ""
 
 
+def storage_origin(storage: str | None, spec_storage: str | None, url: str) -> str:
+    """Which storage a command uses and which step of the rule chose it, masked, for one line
+    on stderr: a study written to a storage the user did not expect is a silent wrong turn
+    (an exported HPO_STORAGE overriding the spec's ``storage:``, say)."""
+    import click
+
+    from hpo.storage import mask, remembered_url
+
+    ctx = click.get_current_context(silent=True)
+    from_env = ctx is not None and (
+        ctx.get_parameter_source("storage") is click.core.ParameterSource.ENVIRONMENT
+    )
+    if storage is not None:
+        origin = "from HPO_STORAGE" if from_env else "from --storage"
+        if spec_storage and spec_storage != storage:
+            origin += f", not the spec's storage: {mask(spec_storage)}"
+    elif spec_storage:
+        origin = "the spec's storage:"
+    elif remembered_url() == url:
+        origin = "remembered in ./.hpo/storage"
+    else:
+        origin = "the default"
+    return f"{mask(url)} ({origin})"
+
+
 def target(study: str, storage: str | None) -> tuple[str, str]:
     """STUDY as a study name or the path of its spec, and the storage the rule picks for it."""
     spec_storage = None

@@ -222,6 +222,39 @@ def _fixed(v: Validator, raw: Any, space: tuple[ParamSpec, ...]) -> dict[str, An
     return dict(fixed)
 
 
+# Metrics whose better side the name says: a spec may leave their direction out, and may not
+# give the opposite one (maximizing a loss, minimizing accuracy: a wrong answer, silently).
+_LOWER_IS_BETTER = re.compile(
+    r"(^|_)(loss|mse|rmse|mae|mape|error|err|nll|perplexity|latency|time|n_params)$"
+)
+_HIGHER_IS_BETTER = re.compile(
+    r"(^|_)(accuracy|acc|f1|precision|recall|r2|auc|auroc|ap|map|iou|dice|bleu|rouge)(_\d+)?$"
+)
+_BETTER = {"minimize": "lower", "maximize": "higher"}
+
+
+def known_direction(metric: str) -> str | None:
+    """``"minimize"``/``"maximize"`` when the metric's name says which side is better."""
+    if _LOWER_IS_BETTER.search(metric):
+        return "minimize"
+    if _HIGHER_IS_BETTER.search(metric):
+        return "maximize"
+    return None
+
+
+def _implied_direction(v: Validator, metric: str, several: bool) -> str:
+    known = known_direction(metric)
+    if known is None:
+        key = "directions" if several else "direction"
+        raise SpecError(
+            v.source,
+            key,
+            None,
+            f"is required for {metric!r}: say whether to minimize or maximize it",
+        )
+    return known
+
+
 def _metrics_and_directions(v: Validator, data: Mapping[str, Any]) -> tuple[tuple, tuple]:
     if "metric" in data and "metrics" in data:
         raise SpecError(v.source, "metrics", data["metrics"], "give either metric or metrics")
@@ -241,10 +274,17 @@ def _metrics_and_directions(v: Validator, data: Mapping[str, Any]) -> tuple[tupl
         if not isinstance(raw, list) or not raw:
             raise SpecError(v.source, "directions", raw, "must be a non-empty list")
         directions = tuple(v.choice(d, "directions", ("minimize", "maximize")) for d in raw)
+    elif "direction" in data:
+        directions = (v.choice(data["direction"], "direction", ("minimize", "maximize")),)
     else:
-        directions = (
-            v.choice(data.get("direction", "minimize"), "direction", ("minimize", "maximize")),
-        )
+        directions = tuple(_implied_direction(v, m, "metrics" in data) for m in metrics)
+    for metric, direction in zip(metrics, directions, strict=False):
+        known = known_direction(metric)
+        if known is not None and known != direction:
+            key = "directions" if "directions" in data else "direction"
+            raise SpecError(
+                v.source, key, direction, f"{metric!r} is better {_BETTER[known]}: {known} it"
+            )
     if len(metrics) != len(directions):
         raise SpecError(
             v.source,
