@@ -23,6 +23,12 @@ class SpecError(HpoError, ValueError):
         super().__init__(f"{where}: {message}{shown}")
 
 
+class StopStudy(HpoError, ValueError):
+    """Raised inside a trial when what it found makes every trial of the study as wrong (the
+    spec's metric is one the training loop does not compute, say): the worker fails the trial
+    with this message and stops the study rather than spend its budget."""
+
+
 class UsageError(HpoError):
     """Bad command-line usage or a reference to something that does not exist."""
 

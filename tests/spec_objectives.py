@@ -44,3 +44,16 @@ def reads_all(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float:
     """Reads x through ctx and y through trial.suggest_int; fixed keys as given."""
     y = trial.suggest_int("y", 0, 5)
     return float(ctx.params["x"]) + y + float(ctx.params.get("scale", 0))
+
+
+def trains_tiny(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float:
+    """hpo's training loop on a tiny linear model: ctx.metric reaches train() as the spec says."""
+    import torch
+
+    from hpo.training import ClassificationData, TrainConfig, train
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g)
+    data = ClassificationData(x[:48], y[:48], x[48:], y[48:], n_classes=2)
+    config = TrainConfig.from_params({**ctx.params, "epochs": 1})
+    return float(train(trial, ctx, torch.nn.Linear(4, 2), data, config).value)

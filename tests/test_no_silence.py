@@ -208,10 +208,51 @@ def test_a_spec_without_a_budget_runs_until_stopped_and_says_so_once(tmp_path: P
                 continue
             if n >= 3:
                 break
-        assert run_hpo("stop", "toy", "--storage", url, cwd=tmp_path, timeout=60).returncode == 0
+        stopped = run_hpo("stop", "toy", "--storage", url, cwd=tmp_path, timeout=60)
         _, err = proc.communicate(timeout=60)
+        assert stopped.returncode == 0, (stopped.stderr, err)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
     assert err.count("running until stopped") == 1, err
     assert "toy: the spec has no budget.n_trials or budget.timeout: running until stopped" in err
+
+
+def test_a_metric_the_training_loop_does_not_compute_stops_the_study(tmp_path: Path) -> None:
+    """Seen: `metric: val_acc` with a user objective on hpo's loop failed all 4 trials of the
+    budget with "Unknown metric"; a misspelled parameter stops after one."""
+    text = _spec("trains_tiny", "lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}")
+    text = text.replace("metric: loss\n", "metric: val_acc\ndirection: maximize\n")
+    code, error, trials, stop = _run(tmp_path, text)
+    _assert_stopped_at_once(code, trials, stop, "Unknown metric 'val_acc'")
+    assert "'val_accuracy'" in error
+
+
+def test_a_study_whose_trials_all_failed_exits_1_also_when_rerun(tmp_path: Path) -> None:
+    """Seen: the second `hpo run` of a study whose every trial had failed ran none, said
+    "no completed trial" and exited 0, which a CI script takes for success."""
+    text = (
+        "name: s\nobjective: toy_objectives:failing\nmetric: loss\n"
+        "search_space:\n  x: {type: float, low: 0, high: 1}\n"
+        "retry: {max_retries: 0}\nbudget: {n_trials: 2}\n"
+    )
+    first, _, trials, _ = _run(tmp_path, text)
+    assert first == 1 and len(trials) == 2
+    again, error, _, _ = _run(tmp_path, text)
+    assert again == 1
+    assert "spent its budget without a completed trial (2 failed)" in error
+
+
+def test_a_fixed_key_nothing_reads_is_warned_with_the_key_it_may_mean(tmp_path: Path) -> None:
+    """Seen: `fixed: {epoch: 3}` for a user objective warned "never read: epoch", no hint."""
+    text = _spec(
+        "reads_lr",
+        "lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}",
+        fixed="{hidden_sise: 16}",
+        n_trials=1,
+    )
+    spec = write_spec(tmp_path / "spec.yaml", text)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    res = run_hpo("run", str(spec), "--storage", url, cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "hidden_sise (did you mean 'hidden_size'?)" in res.stderr

@@ -143,7 +143,7 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(logging.INFO if _VERBOSE > 1 else logging.WARNING)
 
 
-def exit_code(summary: Any) -> int:
+def exit_code(summary: Any, study: Any = None) -> int:
     if summary.fatal:
         click.echo(f"hpo: error: {scrub(summary.fatal)}", err=True)
         return 1
@@ -151,6 +151,18 @@ def exit_code(summary: Any) -> int:
         return 128 + int(summary.signal)
     if summary.ran and summary.complete + summary.pruned == 0 and summary.failed > summary.retried:
         return 1  # every trial this run finished failed (abandoned-and-retried ones aside)
+    if study is not None and summary.stop_reason == "budget spent":
+        # A rerun of a study whose trials all failed runs none and must not look like success.
+        from hpo.study import study_summary
+
+        s = study_summary(study, window_s=None)
+        if s.complete == 0 and s.failed > 0:
+            click.echo(
+                f"hpo: error: study {study.name!r} spent its budget without a completed trial "
+                f"({s.failed} failed); `hpo delete` it, or raise budget.n_trials and --force",
+                err=True,
+            )
+            return 1
     return 0
 
 

@@ -90,10 +90,18 @@ def print_summary(study: Study, summary: Summary) -> None:
     s = study_summary(study, window_s=None)
     err.print(
         f"{study.name}: this worker ran {summary.ran} trial(s) "
-        f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed, "
-        f"{summary.retried} retried); {summary.stop_reason or 'done'}"
+        # The README's words: a failed attempt that was retried is "retried", not "failed".
+        f"({summary.complete} complete, {summary.pruned} pruned, "
+        f"{max(0, summary.failed - summary.retried)} failed, {summary.retried} retried); "
+        f"{summary.stop_reason or 'done'}"
     )
     err.print(f"study {study.name}: {finished_text(s)} ({counts_text(s)})", markup=False)
+    if summary.stop_reason == "stopped by hpo stop":
+        err.print(
+            f"the study stays stopped until `hpo run SPEC` or `hpo create SPEC` for "
+            f"{study.name!r} clears the stop",
+            markup=False,
+        )
     _print_failures(s)
     _print_best(s)
 

@@ -91,7 +91,7 @@ def run(
             on_progress=_remembering(url, storage, on_progress),
         )
     _console.print_summary(study, summary)
-    exit_with(exit_code(summary), study)
+    exit_with(exit_code(summary, study), study)
 
 
 @main.command()
@@ -180,7 +180,7 @@ def worker(
             on_progress=on_progress,
         )
     _console.print_summary(loaded, summary)
-    exit_with(exit_code(summary), loaded)
+    exit_with(exit_code(summary, loaded), loaded)
 
 
 @main.command()

@@ -43,11 +43,17 @@ def resolve_objective(ref: str, *, source: str = "<spec>") -> Callable[..., Any]
         module = _import(module_name)
         fn = getattr(module, attr, None)
     except (Exception, SystemExit) as e:  # an objective module can raise anything on import
+        where = ""
+        if (
+            isinstance(e, ModuleNotFoundError)
+            and (e.name or "").split(".")[0] == module_name.split(".")[0]
+        ):
+            where = f"; it is looked up in the working directory ({Path.cwd()}) and PYTHONPATH"
         raise SpecError(
             source,
             "objective",
             ref,
-            f"cannot import {module_name!r} ({type(e).__name__}: {one_line(e)})",
+            f"cannot import {module_name!r} ({type(e).__name__}: {one_line(e)}){where}",
         ) from None
     if not callable(fn):
         raise SpecError(source, "objective", ref, f"{module_name!r} has no callable {attr!r}")

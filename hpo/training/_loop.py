@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from hpo.context import TrialContext
+from hpo.errors import StopStudy
 from hpo.training._batches import Batch, BatchSource, LoaderData
 from hpo.training._checkpoints import Checkpoints, LoopState, fingerprint
 from hpo.training._config import DIRECTIONS, NonFiniteLossError, TrainConfig, TrainResult
@@ -105,9 +106,7 @@ def _validate_metrics(ctx: TrialContext, task: str, user: Iterable[str]) -> None
         if valid_metric(name, task, user) or (i > 0 and name in MODEL_METRICS):
             continue
         valid = metric_names(task, user) + (MODEL_METRICS if i else ())
-        raise ValueError(
-            f"Unknown metric {name!r} for task {task!r}; valid metrics: {list(valid)}."
-        )
+        raise StopStudy(f"Unknown metric {name!r} for task {task!r}; valid metrics: {list(valid)}.")
     for direction in ctx.directions:
         if direction not in DIRECTIONS:
             raise ValueError(f"Unknown direction {direction!r}; use one of {list(DIRECTIONS)}.")

@@ -28,6 +28,7 @@ from optuna.distributions import BaseDistribution, distribution_to_json, json_to
 from optuna.trial import BaseTrial
 
 from hpo.context import TrackedParams, TrialContext
+from hpo.errors import StopStudy
 from hpo.worker import _protocol as msg
 from hpo.worker._protocol import Method, TrialJob, TrialOutcome
 
@@ -278,6 +279,8 @@ def run_trial(
         raise  # the worker is gone; nothing left to report to
     except Exception as e:  # an objective may raise anything; the trial fails, we go on
         values, state, reason = None, "FAIL", f"{type(e).__name__}: {' '.join(str(e).split())}"
+        if isinstance(e, StopStudy):  # every trial would fail the same way
+            trial.stop_reason = trial.stop_reason or " ".join(str(e).split())
         _release_memory(e)
     # Only a completed trial shows what the objective reads: a failed or pruned one may have
     # stopped before it read the rest (an objective that prunes bad combinations up front).
@@ -295,8 +298,16 @@ def run_trial(
         reason=reason,
         duration_s=time.perf_counter() - start,
         stop_study=stop,
-        warning=_unused_warning(unused, arity),
+        warning=_unused_warning(
+            [_with_hint(k, trial, ctx, set(job.context.params)) for k in unused], arity
+        ),
     )
+
+
+def _with_hint(key: str, trial: RemoteTrial, ctx: TrialContext, exclude: set[str]) -> str:
+    """``key``, with the key the objective looked for that it may be a typo of."""
+    hint = _closest(key, trial, ctx, exclude=exclude)
+    return f"{key} (did you mean {hint!r}?)" if hint else key
 
 
 def _unused_warning(unused: list[str], arity: int) -> str | None:
@@ -320,11 +331,15 @@ def _never_read(job: TrialJob, trial: RemoteTrial, ctx: TrialContext) -> str | N
         return None
     name = unread[0]
     hint = _closest(name, trial, ctx, exclude=set(job.params))
+    if hint:
+        return (
+            f"search_space.{name}: trial {job.number} completed without reading it (did you "
+            f"mean {hint!r}?); the study is stopped rather than search a parameter nothing uses"
+        )
     return (
-        f"search_space.{name}: trial {job.number} completed without reading it"
-        + (f" (did you mean {hint!r}?)" if hint else "")
-        + "; every trial would ignore it, so the study is stopped"
-        + ("" if hint else "; a parameter read only under a condition must still be read")
+        f"search_space.{name}: trial {job.number} completed without reading it, so the study is "
+        "stopped; if the objective reads it only under a condition, leave it out of "
+        "search_space and let the objective's own suggest_* sample it when it needs it"
     )
 
 
