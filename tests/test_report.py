@@ -284,7 +284,9 @@ def _study(
 ) -> Study:
     budget = f"budget: {{n_trials: {n_trials}}}\n" if n_trials else ""
     spec = parse_spec(
-        f"name: {name}\nobjective: toy_objectives:quadratic\nmetric: val_accuracy\n"
+        f"name: {name}\nobjective: toy_objectives:quadratic\n"
+        # a metric whose sense matches the direction, as the spec requires
+        f"metric: {'val_accuracy' if direction == 'maximize' else 'val_loss'}\n"
         f"direction: {direction}\n"
         "search_space:\n  lr: {type: float, low: 1.0e-3, high: 1.0, log: true}\n" + budget,
         source=f"{name}.yaml",

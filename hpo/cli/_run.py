@@ -69,15 +69,13 @@ def run(
 
     loaded = load_spec(spec)
     url = storage_for(storage, loaded.storage)
-    _console.err.print(
-        f"{loaded.name}: storage {storage_origin(storage, loaded.storage, url)}", markup=False
-    )
     if loaded.n_trials is None and (timeout or loaded.budget.timeout) is None:
         _console.err.print(
             f"{loaded.name}: the spec has no budget.n_trials or budget.timeout: running until "
             f"stopped (Ctrl-C, or `hpo stop {loaded.name}`)",
             markup=False,
         )
+    where = f"{loaded.name}: storage {storage_origin(storage, loaded.storage, url)}"
     with _console.progress(loaded.name) as on_progress:
         study, summary = run_study(
             loaded,
@@ -88,7 +86,7 @@ def run(
             timeout=timeout,
             checkpoint_dir=checkpoint_dir,
             threads=threads,
-            on_progress=_remembering(url, storage, on_progress),
+            on_progress=_remembering(url, storage, on_progress, where),
         )
     _console.print_summary(study, summary)
     exit_with(exit_code(summary, study), study)
@@ -238,15 +236,17 @@ def _remember_here(url: str, storage: str | None) -> str:
 
 
 def _remembering(
-    url: str, storage: str | None, on_progress: Callable[[Any], None]
+    url: str, storage: str | None, on_progress: Callable[[Any], None], where: str
 ) -> Callable[[Any], None]:
-    """``on_progress`` that first remembers ``url``: the first report means the study exists,
-    so a run that fails before (a bad storage) writes nothing."""
+    """``on_progress`` that first says where the study is (``where``) and remembers ``url``:
+    the first report means the study exists, so a run that fails before (a bad storage)
+    writes nothing and says only its error."""
     done: list[bool] = []
 
     def update(progress: Any) -> None:
         if not done:
             done.append(True)
+            click.echo(where, err=True)
             note = _remember_here(url, storage)
             if note:
                 click.echo(f"hpo: note: {note.strip(' ()')}", err=True)

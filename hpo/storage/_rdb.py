@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ SQLITE_BUSY_TIMEOUT_S = 120
 # trial paid a new connection (a server process forked per connection, several ms).
 PG_POOL_SIZE = 2
 PG_MAX_OVERFLOW = 0
+# Tries at opening a database whose tables another process is creating at the same moment.
+_SCHEMA_ATTEMPTS = 5
 
 
 def resolve_url(cli: str | None, spec_storage: str | None = None) -> str:
@@ -92,17 +95,22 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
             # The pid lets an operator (and a test) count connections per process.
             connect_args={"connect_timeout": 10, "application_name": f"hpo:{os.getpid()}"},
         )
-    try:
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-        )
-        metadata.create_all(storage.engine)
-    except ImportError as e:
-        raise StorageError(f"no driver for {mask(url)!r}: {e}") from None
-    except (sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
-        raise StorageError(f"cannot open storage {mask(url)!r}: {_reason(e)}") from None
-    return storage
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            metadata.create_all(storage.engine)
+            return storage
+        except ImportError as e:
+            raise StorageError(f"no driver for {mask(url)!r}: {e}") from None
+        except (sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+            # Processes that open a fresh database at once (workers starting together, the
+            # dashboard beside a first run) race to create its tables; the loser finds them
+            # made by the winner and only has to look again.
+            if "already exists" in str(e) and attempt + 1 < _SCHEMA_ATTEMPTS:
+                time.sleep(0.1 * (attempt + 1))
+                continue
+            raise StorageError(f"cannot open storage {mask(url)!r}: {_reason(e)}") from None
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def _prepare_sqlite(database: str | None, *, create: bool) -> None:
