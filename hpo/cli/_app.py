@@ -143,7 +143,8 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(logging.INFO if _VERBOSE > 1 else logging.WARNING)
 
 
-def exit_code(summary: Any, study: Any = None) -> int:
+def exit_code(summary: Any, study: Any = None, state: Any = None) -> int:
+    """The command's exit code; ``state`` is the study's summary ``print_summary`` read."""
     if summary.fatal:
         click.echo(f"hpo: error: {scrub(summary.fatal)}", err=True)
         return 1
@@ -151,18 +152,15 @@ def exit_code(summary: Any, study: Any = None) -> int:
         return 128 + int(summary.signal)
     if summary.ran and summary.complete + summary.pruned == 0 and summary.failed > summary.retried:
         return 1  # every trial this run finished failed (abandoned-and-retried ones aside)
-    if study is not None and summary.stop_reason == "budget spent":
-        # A rerun of a study whose trials all failed runs none and must not look like success.
-        from hpo.study import study_summary
-
-        s = study_summary(study, window_s=None)
-        if s.complete == 0 and s.failed > 0:
-            click.echo(
-                f"hpo: error: study {study.name!r} spent its budget without a completed trial "
-                f"({s.failed} failed); `hpo delete` it, or raise budget.n_trials and --force",
-                err=True,
-            )
-            return 1
+    # A rerun of a study whose trials all failed runs none and must not look like success.
+    spent = state is not None and summary.stop_reason == "budget spent"
+    if spent and state.complete == 0 and state.failed > 0:
+        click.echo(
+            f"hpo: error: study {study.name!r} spent its budget without a completed trial "
+            f"({state.failed} failed); `hpo delete` it, or raise budget.n_trials and --force",
+            err=True,
+        )
+        return 1
     return 0
 
 

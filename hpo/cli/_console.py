@@ -84,7 +84,8 @@ def _best_text(s: StudySummary) -> str:
     return "-"
 
 
-def print_summary(study: Study, summary: Summary) -> None:
+def print_summary(study: Study, summary: Summary) -> StudySummary:
+    """Print what this worker did and where the study stands; return the study's summary."""
     from hpo.study import study_summary
 
     s = study_summary(study, window_s=None)
@@ -104,6 +105,7 @@ def print_summary(study: Study, summary: Summary) -> None:
         )
     _print_failures(s)
     _print_best(s)
+    return s
 
 
 def _print_failures(s: StudySummary) -> None:

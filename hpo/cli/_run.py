@@ -88,8 +88,8 @@ def run(
             threads=threads,
             on_progress=_remembering(url, storage, on_progress, where),
         )
-    _console.print_summary(study, summary)
-    exit_with(exit_code(summary, study), study)
+    state = _console.print_summary(study, summary)
+    exit_with(exit_code(summary, study, state), study)
 
 
 @main.command()
@@ -177,8 +177,8 @@ def worker(
             threads=threads,
             on_progress=on_progress,
         )
-    _console.print_summary(loaded, summary)
-    exit_with(exit_code(summary, loaded), loaded)
+    state = _console.print_summary(loaded, summary)
+    exit_with(exit_code(summary, loaded, state), loaded)
 
 
 @main.command()

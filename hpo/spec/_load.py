@@ -189,7 +189,7 @@ def _spec_from_dict(data: Any, source: str, check_objective: bool) -> StudySpec:
         metrics=metrics,
         directions=directions,
         search_space=space,
-        fixed=dict(fixed),
+        fixed=fixed,
         sampler=sampler,
         pruner=pruner,
         budget=budget,
