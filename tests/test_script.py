@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import statistics
 import subprocess
 import sys
@@ -405,3 +406,114 @@ def test_a_report_is_one_fast_round_trip(monkeypatch: pytest.MonkeyPatch) -> Non
     assert verdicts == [False] * 50 + [True] * 10
     assert seen[3] == (3, {"val_loss": 0.25})
     assert statistics.median(times) < 0.005, f"median round trip {statistics.median(times)} s"
+
+
+# -- bad input: one line naming file, key and value, at load --------------------------------
+GOOD = (
+    "name: bad\n"
+    "command: [{python}, train.py, --config, '{{config}}']\n"
+    "config: base.yaml\n"
+    "metric: val_loss\n"
+    "search_space:\n  model.dropout: {{type: float, low: 0, high: 0.5}}\n"
+)
+BAD = [
+    ("[no-such-program-x1, '{{config}}']", {}, "command.0: is not on PATH nor a file"),
+    ("[./train.sh, '{{config}}']", {}, "command.0: is not executable"),
+    ("[{python}, missing.py, '{{config}}']", {}, "command.1: no such file in"),
+    ("[{python}, '{{config}}', '{{confg}}']", {}, "unknown placeholder {confg}; did you mean"),
+    ("[{python}, '{{config}}', 'a{{b']", {}, "unmatched '{'; write '{{' for a brace"),
+    ("[{python}, '{{config}}', '--x={{args}}']", {}, "{args} must be an argument of its own"),
+    ("[{python}, '{{config}}', '{{trial_dir}}']", {"bad.yaml": "a: ["}, ""),  # control: fine
+    ('"{python} \'unterminated"', {}, "command: cannot split it"),
+    ("['{{trial_dir}}/run']", {}, "the program cannot be a placeholder"),
+]
+
+
+@pytest.mark.parametrize(("command", "files", "match"), BAD)
+def test_a_bad_command_is_a_spec_error(
+    tmp_path: Path, command: str, files: dict[str, str], match: str
+) -> None:
+    from hpo.errors import SpecError
+
+    (tmp_path / "train.py").write_text("")
+    (tmp_path / "train.sh").write_text("")
+    (tmp_path / "base.yaml").write_text("model: {dropout: 0.1}\n")
+    text = GOOD.format(python=sys.executable).replace(
+        f"[{sys.executable}, train.py, --config, '{{config}}']",
+        command.format(python=sys.executable),
+    )
+    path = write_spec(tmp_path / "s.yaml", text)
+    if not match:
+        assert load_spec(path).command is not None
+        return
+    with pytest.raises(SpecError, match=re.escape(match)) as e:
+        load_spec(path)
+    assert str(e.value).startswith(f"{path}: ")
+
+
+CONFIG_BAD = [
+    ("config: missing.yaml", {}, "config: no such file:"),
+    ("config: base.txt", {"base.txt": "a: 1"}, "config: must be a .yaml, .yml or .json file"),
+    ("config: base.yaml", {"base.yaml": "model: [1,"}, "is not valid YAML"),
+    ("config: base.json", {"base.json": "{model: 1}"}, "is not valid JSON"),
+    ("config: base.yaml", {"base.yaml": "- 1\n- 2\n"}, "must hold a mapping at the top, not list"),
+    (
+        "config: base.yaml",
+        {"base.yaml": "model: {droput: 0.1}\n"},
+        "search_space.model.dropout: the base config base.yaml has no such key; did you mean "
+        "'model.droput'?",
+    ),
+    ("config: {model: 1}", {}, "config: names the script's base config file"),
+    ("config: base.yaml\nobjective: m:f", {}, "command: give either objective or command"),
+    ("config: base.yaml\nscript: {stdout_regex: 'loss=(\\d+)'}", {}, "has no group for the metric"),
+    ("config: base.yaml\nscript: {stdout_regex: '(?P<val_loss>'}", {}, "invalid regex"),
+    ("config: base.yaml\nscript: {value: mean}", {}, "script.value: must be one of best, last"),
+    ("config: base.yaml\nscript: {regex: x}", {}, "script.regex: unknown key"),
+    ("config: base.yaml\nscript: {kill_grace_s: 0}", {}, "script.kill_grace_s: must be > 0"),
+    ("config: base.yaml\nfixed: {a: '{config}'}", {}, "a fixed value may use {trial_dir}"),
+    ("config: base.yaml\nfixed: {config: 1}", {}, "fixed.config: clashes with the placeholder"),
+]
+
+
+@pytest.mark.parametrize(("config", "files", "match"), CONFIG_BAD)
+def test_a_bad_base_config_is_a_spec_error(
+    tmp_path: Path, config: str, files: dict[str, str], match: str
+) -> None:
+    from hpo.errors import SpecError
+
+    (tmp_path / "train.py").write_text("")
+    (tmp_path / "base.yaml").write_text("model: {dropout: 0.1}\n")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    text = GOOD.format(python=sys.executable).replace("config: base.yaml", config)
+    with pytest.raises(SpecError, match=re.escape(match)):
+        load_spec(write_spec(tmp_path / "s.yaml", text))
+
+
+def test_config_and_its_placeholder_go_together(tmp_path: Path) -> None:
+    from hpo.errors import SpecError
+
+    (tmp_path / "train.py").write_text("")
+    (tmp_path / "base.yaml").write_text("model: {dropout: 0.1}\n")
+    text = GOOD.format(python=sys.executable)
+    never = text.replace(", --config, '{config}'", "")
+    with pytest.raises(SpecError, match="config: the command never passes it"):
+        load_spec(write_spec(tmp_path / "s.yaml", never))
+    unnamed = text.replace("config: base.yaml\n", "")
+    with pytest.raises(SpecError, match=re.escape("uses {config} but the spec names no base")):
+        load_spec(write_spec(tmp_path / "s.yaml", unnamed))
+    lone = text.replace("command:", "script: {}\nobjective: m:f\n#")
+    with pytest.raises(SpecError, match="config: only goes with command:"):
+        load_spec(write_spec(tmp_path / "s.yaml", lone))
+
+
+def test_a_stored_command_spec_reads_back_the_same(tmp_path: Path) -> None:
+    from hpo.spec import spec_from_dict
+
+    (tmp_path / "train.py").write_text("")
+    (tmp_path / "base.yaml").write_text("model: {dropout: 0.1}\n")
+    spec = load_spec(write_spec(tmp_path / "s.yaml", GOOD.format(python=sys.executable)))
+    stored = json.loads(json.dumps(spec.to_dict()))
+    assert "objective" not in stored and stored["config"] == str(tmp_path / "base.yaml")
+    again = spec_from_dict(stored, source="study 'bad'", check_objective=False)
+    assert again.command == spec.command and again.to_dict() == spec.to_dict()
