@@ -409,12 +409,13 @@ def test_a_report_is_one_fast_round_trip(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 # -- bad input: one line naming file, key and value, at load --------------------------------
+BASE_BAD = "model: {dropout: 0.1}\n"
 GOOD = (
     "name: bad\n"
-    "command: [{python}, train.py, --config, '{{config}}']\n"
+    f"command: [{sys.executable}, train.py, --config, '{{config}}']\n"
     "config: base.yaml\n"
     "metric: val_loss\n"
-    "search_space:\n  model.dropout: {{type: float, low: 0, high: 0.5}}\n"
+    "search_space:\n  model.dropout: {type: float, low: 0, high: 0.5}\n"
 )
 BAD = [
     ("[no-such-program-x1, '{{config}}']", {}, "command.0: is not on PATH nor a file"),
@@ -427,28 +428,6 @@ BAD = [
     ('"{python} \'unterminated"', {}, "command: cannot split it"),
     ("['{{trial_dir}}/run']", {}, "the program cannot be a placeholder"),
 ]
-
-
-@pytest.mark.parametrize(("command", "files", "match"), BAD)
-def test_a_bad_command_is_a_spec_error(
-    tmp_path: Path, command: str, files: dict[str, str], match: str
-) -> None:
-    from hpo.errors import SpecError
-
-    (tmp_path / "train.py").write_text("")
-    (tmp_path / "train.sh").write_text("")
-    (tmp_path / "base.yaml").write_text("model: {dropout: 0.1}\n")
-    text = GOOD.format(python=sys.executable).replace(
-        f"[{sys.executable}, train.py, --config, '{{config}}']",
-        command.format(python=sys.executable),
-    )
-    path = write_spec(tmp_path / "s.yaml", text)
-    if not match:
-        assert load_spec(path).command is not None
-        return
-    with pytest.raises(SpecError, match=re.escape(match)) as e:
-        load_spec(path)
-    assert str(e.value).startswith(f"{path}: ")
 
 
 CONFIG_BAD = [
@@ -475,19 +454,28 @@ CONFIG_BAD = [
 ]
 
 
-@pytest.mark.parametrize(("config", "files", "match"), CONFIG_BAD)
-def test_a_bad_base_config_is_a_spec_error(
-    tmp_path: Path, config: str, files: dict[str, str], match: str
+COMMAND_LINE = f"[{sys.executable}, train.py, --config, '{{config}}']"
+CASES_BAD = [(COMMAND_LINE, c.format(python=sys.executable), f, m) for c, f, m in BAD] + [
+    ("config: base.yaml", *case) for case in CONFIG_BAD
+]
+
+
+@pytest.mark.parametrize(("line", "new", "files", "match"), CASES_BAD)
+def test_bad_command_input_is_one_spec_error_naming_file_and_key(
+    tmp_path: Path, line: str, new: str, files: dict[str, str], match: str
 ) -> None:
     from hpo.errors import SpecError
 
-    (tmp_path / "train.py").write_text("")
-    (tmp_path / "base.yaml").write_text("model: {dropout: 0.1}\n")
-    for name, text in files.items():
+    for name, text in {"train.py": "", "train.sh": "", "base.yaml": BASE_BAD, **files}.items():
         (tmp_path / name).write_text(text)
-    text = GOOD.format(python=sys.executable).replace("config: base.yaml", config)
-    with pytest.raises(SpecError, match=re.escape(match)):
-        load_spec(write_spec(tmp_path / "s.yaml", text))
+    text = GOOD.replace(line, new)
+    path = write_spec(tmp_path / "s.yaml", text)
+    if not match:  # the control: the same files, a good spec
+        assert load_spec(path).command is not None
+        return
+    with pytest.raises(SpecError, match=re.escape(match)) as e:
+        load_spec(path)
+    assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
 
 
 def test_config_and_its_placeholder_go_together(tmp_path: Path) -> None:
@@ -495,7 +483,7 @@ def test_config_and_its_placeholder_go_together(tmp_path: Path) -> None:
 
     (tmp_path / "train.py").write_text("")
     (tmp_path / "base.yaml").write_text("model: {dropout: 0.1}\n")
-    text = GOOD.format(python=sys.executable)
+    text = GOOD
     never = text.replace(", --config, '{config}'", "")
     with pytest.raises(SpecError, match="config: the command never passes it"):
         load_spec(write_spec(tmp_path / "s.yaml", never))
@@ -512,7 +500,7 @@ def test_a_stored_command_spec_reads_back_the_same(tmp_path: Path) -> None:
 
     (tmp_path / "train.py").write_text("")
     (tmp_path / "base.yaml").write_text("model: {dropout: 0.1}\n")
-    spec = load_spec(write_spec(tmp_path / "s.yaml", GOOD.format(python=sys.executable)))
+    spec = load_spec(write_spec(tmp_path / "s.yaml", GOOD))
     stored = json.loads(json.dumps(spec.to_dict()))
     assert "objective" not in stored and stored["config"] == str(tmp_path / "base.yaml")
     again = spec_from_dict(stored, source="study 'bad'", check_objective=False)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from hpo.errors import SpecError
-from hpo.spec._model import KATIB_REGEX, PLACEHOLDERS, CommandSpec, ParamSpec
+from hpo.spec._model import COMMAND_OBJECTIVE, KATIB_REGEX, PLACEHOLDERS, CommandSpec, ParamSpec
 from hpo.spec._validate import Validator, dot, one_line, suggest
 
 _BRACES = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -150,10 +150,44 @@ def resolve_program(program: str, workdir: str) -> str | None:
     return None
 
 
-def command_spec(
+def objective_or_command(
     v: Validator,
     data: Mapping[str, Any],
     *,
+    space: tuple[ParamSpec, ...],
+    fixed: Mapping[str, Any],
+    metrics: tuple[str, ...],
+    check_files: bool,
+) -> tuple[str, CommandSpec | None]:
+    """The spec's Python objective, or the command it runs instead; ``check_files`` reads
+    what a command names (the program, the base config)."""
+    if "command" not in data:
+        if isinstance(data.get("config"), Mapping):
+            raise SpecError(
+                v.source,
+                "config",
+                data["config"],
+                "names a command's base config file; Ray Tune's `config` is `search_space:` "
+                "(or `fixed:` for constant values)",
+            )
+        for key in ("config", "script"):
+            if key in data:
+                raise SpecError(v.source, key, data[key], "only goes with command:")
+        if "objective" not in data:
+            raise SpecError(
+                v.source, "objective", None, "is required (or command: to run a script)"
+            )
+        return v.string(data, "objective"), None
+    if "objective" in data:
+        raise SpecError(
+            v.source, "command", data["command"], "give either objective or command, not both"
+        )
+    return COMMAND_OBJECTIVE, _command_spec(v, data, space, fixed, metrics, check_files)
+
+
+def _command_spec(
+    v: Validator,
+    data: Mapping[str, Any],
     space: tuple[ParamSpec, ...],
     fixed: Mapping[str, Any],
     metrics: tuple[str, ...],
