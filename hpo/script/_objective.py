@@ -69,15 +69,19 @@ def run_command(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tup
     run = _Run(trial, ctx, spec, history_file=launch.trial_dir / "history.json")
     if launch.resume:
         run.restore()
-    with ReportServer(events) as server:
+    server = ReportServer(events)  # listening: the script may connect at once
+    try:
         launch.env[SOCKET_ENV] = server.path
-        proc = ScriptProcess(launch, on_line)
+        proc = ScriptProcess(launch, on_line)  # forks before any thread of ours runs
+        server.start()
         ended = False
         try:
             run.follow(proc, events)
             ended = True
         finally:
             proc.end(spec.kill_grace_s if ended else min(spec.kill_grace_s, INTERRUPT_GRACE_S))
+    finally:
+        server.close()
     return run.result(proc, parser.problems)
 
 

@@ -28,10 +28,20 @@ _TAIL_LINES = 20
 _CHUNK = 65536
 
 
-def _die_with_trial() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _pdeathsig() -> Callable[[], None] | None:
+    """What the child runs between fork and exec: only a call into libc, loaded here in the
+    parent (loading a library in a forked child of a threaded process can deadlock)."""
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def die_with_trial() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the trial process's death kills it
+
+    return die_with_trial
 
 
 class ScriptProcess:
@@ -47,7 +57,7 @@ class ScriptProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group, and no terminal's Ctrl-C
-            preexec_fn=_die_with_trial if sys.platform == "linux" else None,
+            preexec_fn=_pdeathsig(),
         )
         self.pgid = self.popen.pid
         assert self.popen.stdout is not None and self.popen.stderr is not None
