@@ -72,7 +72,10 @@ def run_command(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tup
     server = ReportServer(events)  # listening: the script may connect at once
     try:
         launch.env[SOCKET_ENV] = server.path
-        proc = ScriptProcess(launch, on_line)  # forks before any thread of ours runs
+        try:
+            proc = ScriptProcess(launch, on_line)  # forks before any thread of ours runs
+        except OSError as e:  # on a worker whose machine lacks the program, say
+            raise ScriptFailed(f"cannot start {launch.argv[0]!r}: {e.strerror or e}") from None
         server.start()
         ended = False
         try:
