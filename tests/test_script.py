@@ -148,6 +148,17 @@ def test_a_command_study_reports_prunes_retries_and_fails_as_its_script_does(
     logs = run_hpo("logs", "toy", str(first.number), "--storage", any_url, cwd=tmp_path)
     assert logs.returncode == 0, logs.stderr
     assert '[hpo] {"epoch": 2' in logs.stdout and "CUDA out of memory" in logs.stderr
+    # hpo retrain runs the command once more, in its own directory
+    from hpo.study import load_study, retrain_trial
+
+    out = tmp_path / "retrained"
+    done = retrain_trial(load_study("toy", any_url), number=one("client").number, out_dir=out)
+    manifest = json.loads(done.manifest.read_text())
+    assert (
+        manifest["values"] == [pytest.approx(4 / 3)]
+        and "checkpoints/last.json" in (manifest["checkpoints"])
+    )
+    assert json.loads((out / "seen-0.json").read_text())["argv"][1] == str(out / "config.yaml")
 
 
 # -- no orphans, however the trial ends -------------------------------------------------------

@@ -50,7 +50,7 @@ def run_command(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tup
     launch = prepare(
         spec,
         params,
-        searched=set(trial.params),
+        searched=set(trial.distributions),  # sampled; the rest are fixed (or a retrain's)
         number=trial.number,
         seed=ctx.seed,
         trial_dir=Path(ctx.checkpoint_dir).resolve(),  # the script runs elsewhere

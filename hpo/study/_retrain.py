@@ -98,7 +98,9 @@ def _manifest(
         "history": attrs.pop("history", []),
         "user_attrs": attrs,
         # what the objective saved in its checkpoint directory; a plain objective saves none
-        "checkpoints": sorted(p.name for p in out_dir.glob("*.pt")),
+        # (a command spec's script writes into checkpoints/, its {checkpoint_dir})
+        "checkpoints": sorted(p.name for p in out_dir.glob("*.pt"))
+        + sorted(f"checkpoints/{p.name}" for p in out_dir.glob("checkpoints/*") if p.is_file()),
         "versions": _versions(),
         "hardware": _hardware(attrs.get("device")),
         "command": sys.argv,
@@ -115,6 +117,7 @@ def retrain(
     manifest_extra: Mapping[str, Any],
     device: str | None = None,
     seed: int = 0,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Run ``objective`` once with fixed ``params``; write ``out_dir/manifest.json``.
 
@@ -137,6 +140,7 @@ def retrain(
         checkpoint_dir=out_dir,
         device=device,
         seed=seed,
+        extra=dict(extra or {}),  # a command spec's command (hpo.script)
     )
     from hpo.spec import objective_arity
 

@@ -323,6 +323,7 @@ def retrain_trial(
         },
         device=device,
         seed=seed,
+        extra={"command": spec.command} if spec.command is not None else None,
     )
     return Retrained(
         manifest=manifest,
