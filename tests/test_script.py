@@ -244,6 +244,39 @@ def test_ending_a_script_ends_every_process_of_its_group(tmp_path: Path) -> None
         assert proc.output_done(2)
 
 
+def test_a_script_dies_with_its_trial_process_killed_by_sigkill(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG: a worker SIGKILLed takes its trial processes, and so their scripts."""
+    code = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from hpo.script import Launch, log_paths\n"
+        "from hpo.script._process import ScriptProcess\n"
+        "tmp = Path(sys.argv[1])\n"
+        "out, err = log_paths(tmp, 0); out.parent.mkdir(exist_ok=True)\n"
+        "argv = [sys.executable, '-c', 'import time; time.sleep(60)']\n"
+        "proc = ScriptProcess(Launch(argv, dict(os.environ), str(tmp), tmp, out, err, None),"
+        " lambda line: None)\n"
+        "print(proc.popen.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    trial = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)],
+        env=hpo_env(PYTHONPATH=str(REPO)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert trial.stdout is not None
+        script = int(trial.stdout.readline())
+        assert _alive(script)
+        trial.kill()
+        trial.wait(timeout=10)
+        assert _wait_dead([script], timeout=5) == []
+    finally:
+        if trial.poll() is None:
+            trial.kill()
+
+
 def prepare_plain(tmp_path: Path, argv: list[str]) -> object:
     from hpo.script import Launch
 
