@@ -468,7 +468,8 @@ BAD = [
     ("[{python}, '{{config}}', '{{confg}}']", {}, "unknown placeholder {confg}; did you mean"),
     ("[{python}, '{{config}}', 'a{{b']", {}, "unmatched '{'; write '{{' for a brace"),
     ("[{python}, '{{config}}', '--x={{args}}']", {}, "{args} must be an argument of its own"),
-    ("[{python}, '{{config}}', '{{trial_dir}}']", {"bad.yaml": "a: ["}, ""),  # control: fine
+    ("[{python}, '{{trial_dir}}', --config, '{{config}}']", {"bad.yaml": "a: ["}, ""),  # fine
+    ("'{python} train.py --config {{config}}'", {}, ""),  # a string is split with shlex
     ('"{python} \'unterminated"', {}, "command: cannot split it"),
     ("['{{trial_dir}}/run']", {}, "the program cannot be a placeholder"),
 ]
@@ -514,8 +515,9 @@ def test_bad_command_input_is_one_spec_error_naming_file_and_key(
         (tmp_path / name).write_text(text)
     text = GOOD.replace(line, new)
     path = write_spec(tmp_path / "s.yaml", text)
-    if not match:  # the control: the same files, a good spec
-        assert load_spec(path).command is not None
+    if not match:  # the controls: the same files, a good spec
+        command = load_spec(path).command
+        assert command is not None and command.argv[-2:] == ("--config", "{config}")
         return
     with pytest.raises(SpecError, match=re.escape(match)) as e:
         load_spec(path)
