@@ -5,6 +5,8 @@ processes per trial; values that cannot be met are one-line errors, exit 2, noth
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import optuna
@@ -110,3 +112,47 @@ def test_each_trial_runs_on_its_group_and_is_told_its_size(tmp_path: Path) -> No
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "each trial's {gpus} is 3 CPU processes" in r.stderr
+
+
+TORCHRUN_SPEC = """\
+name: ddp
+command: [{torchrun}, --standalone, --nproc-per-node, "{{gpus}}", {script}, "{{x}}",
+          "{{trial_dir}}"]
+metric: loss
+direction: minimize
+search_space:
+  x: {{type: float, low: 0, high: 1}}
+sampler: {{type: random, seed: 0}}
+budget: {{n_trials: 2}}
+"""
+
+
+def test_torchrun_starts_gpus_per_trial_ranks_and_rank_0_reports(tmp_path: Path) -> None:
+    """A real ``torchrun --nproc-per-node {gpus}`` script, two gloo processes on the CPU per
+    trial, through ``hpo create`` and ``hpo worker --gpus-per-trial 2``: the ranks all-reduce,
+    only rank 0's metrics reach the trial, every rank hears the same verdict."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    script = Path(__file__).resolve().parent / "ddp_script.py"
+    text = TORCHRUN_SPEC.format(torchrun=json.dumps(str(torchrun)), script=json.dumps(str(script)))
+    spec = write_spec(tmp_path / "ddp.yaml", text)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert run_hpo("create", str(spec), "--storage", url, cwd=tmp_path).returncode == 0
+    r = run_hpo(
+        "worker", "ddp", "--storage", url, "--gpus", "none", "--gpus-per-trial", "2",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    trials = optuna.load_study(study_name="ddp", storage=url).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for t in trials:
+        x = t.params["x"]
+        # rank 0's losses (rank 1's are 1 higher), and the best of them as the value
+        expected = [(x - 0.3) ** 2 + 1.0 / (e + 1) for e in range(3)]
+        assert [t.intermediate_values[e] for e in range(3)] == pytest.approx(expected)
+        assert t.value == pytest.approx(min(expected))
+    dirs = {p.parent for p in tmp_path.rglob("rank0.json")}
+    assert len(dirs) == 2
+    for d in dirs:
+        ranks = [json.loads((d / f"rank{r}.json").read_text()) for r in (0, 1)]
+        assert [(s["world"], s["sums"], s["stopped"]) for s in ranks] == [(2, [3.0] * 3, None)] * 2
+        assert {(s["slot_gpus"], s["cuda_visible_devices"]) for s in ranks} == {("2", "")}

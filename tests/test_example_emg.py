@@ -1,0 +1,99 @@
+"""examples/emg-transformer: the training script runs by itself and resumes, and both of its
+specs (the client, and stdout read with a regex) run a short study end to end.
+
+Only sizes shrink (``fixed:`` keys the specs' own base config has: fewer, shorter windows, a
+narrower model, 2 epochs, 2 trials); the script and every other key are the example's own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import run_hpo
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "emg-transformer"
+TINY = {
+    "data.num_samples": 96,
+    "data.seq_len": 32,
+    "model.hidden_size": 16,
+    "model.num_heads": 2,
+    "training.batch_size": 32,
+}
+
+
+def _copy(tmp_path: Path) -> Path:
+    root = tmp_path / "emg-transformer"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("checkpoints", "__pycache__"))
+    return root
+
+
+def _env() -> dict[str, str]:
+    """`python` in a spec's command is this interpreter, as in an activated venv."""
+    return {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+
+
+def _small(spec: str) -> str:
+    spec = re.sub(r"n_trials: \d+", "n_trials: 2", spec)
+    spec = re.sub(r"training\.num_epochs: \d+", "training.num_epochs: 2", spec)
+    spec = re.sub(r"max_resource: \d+", "max_resource: 2", spec)
+    spec = re.sub(r"min_resource: \d+", "min_resource: 1", spec)
+    tiny = "".join(f"  {k}: {v}\n" for k, v in TINY.items())
+    return spec.replace("fixed:\n", "fixed:\n" + tiny, 1)
+
+
+def test_the_script_trains_by_itself_and_resumes(tmp_path: Path) -> None:
+    root = _copy(tmp_path)
+    config = root / "configs" / "training_config.yaml"
+    text = config.read_text()
+    for key, value in TINY.items():
+        name = key.split(".")[1]
+        text = re.sub(rf"(\n  {name}: )\S+", rf"\g<1>{value}", text)
+    config.write_text(text.replace("num_epochs: 30", "num_epochs: 1"))
+    train = [sys.executable, "src/train.py", "--config", "configs/training_config.yaml"]
+    first = subprocess.run(train, cwd=root, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert re.search(r"^epoch=0 .*val_loss=\S+ val_acc=\S+", first.stdout, re.M)
+    assert {p.name for p in (root / "checkpoints").iterdir()} == {
+        "best_model.pth",
+        "last_model.pth",
+    }
+    config.write_text(text.replace("num_epochs: 30", "num_epochs: 2"))
+    resumed = subprocess.run(
+        [*train, "--resume", "checkpoints/last_model.pth"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    epochs = re.findall(r"^epoch=(\d+)", resumed.stdout, re.M)
+    assert "resumed from checkpoints/last_model.pth at epoch 1" in resumed.stdout
+    assert epochs == ["1"]
+
+
+@pytest.mark.parametrize("spec_name", ["study_client.yaml", "study_stdout.yaml"])
+def test_each_spec_runs_a_short_study(tmp_path: Path, spec_name: str) -> None:
+    root = _copy(tmp_path)
+    spec = root / spec_name
+    spec.write_text(_small(spec.read_text()))
+    name = re.search(r"^name: (\S+)", spec.read_text(), re.M).group(1)  # type: ignore[union-attr]
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    r = run_hpo("run", str(spec), "--storage", url, "--gpus", "none", cwd=tmp_path, **_env())
+    assert r.returncode == 0, r.stderr
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert len(trials) == 2
+    for t in trials:
+        assert t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        assert list(t.intermediate_values)[:1] == [0]  # every epoch reached the trial
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(t.value == min(t.intermediate_values.values()) for t in done)
+    # each trial wrote its checkpoints in its own directory, as {checkpoint_dir} said
+    assert len(list(tmp_path.rglob("last_model.pth"))) == 2
+    assert not (root / "checkpoints").exists()
