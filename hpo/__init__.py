@@ -28,6 +28,7 @@ _EXPORTS = {
     "delete_study": "hpo.study",
     "list_studies": "hpo.study",
     "status": "hpo.study",
+    "report": "hpo._client",
 }
 
 __all__ = [
@@ -46,11 +47,13 @@ __all__ = [
     "load_spec",
     "load_study",
     "parse_spec",
+    "report",
     "run",
     "status",
 ]
 
 if TYPE_CHECKING:
+    from hpo._client import report
     from hpo.context import TrialContext
     from hpo.errors import HpoError, SpecError, StorageError, UsageError
     from hpo.spec import StudySpec, load_spec, parse_spec

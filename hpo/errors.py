@@ -29,6 +29,12 @@ class StopStudy(HpoError, ValueError):
     with this message and stops the study rather than spend its budget."""
 
 
+class RetryTrial(Exception):
+    """Raised inside a trial that failed the way a retry may not (a training script that
+    crashed after it made progress, or was killed): the worker fails the trial with this
+    message and queues its retry, which resumes from the trial's checkpoints."""
+
+
 class UsageError(HpoError):
     """Bad command-line usage or a reference to something that does not exist."""
 

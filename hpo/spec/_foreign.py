@@ -20,10 +20,8 @@ _KEYS: dict[str, dict[str, str]] = {
         "method": "`sampler: tpe` (W&B `method: bayes`), `sampler: random` or `sampler: grid`",
         "parameters": "`search_space:` (W&B `parameters:`), entries "
         "like `lr: {type: float, low: 1.0e-5, high: 1.0e-1, log: true}`",
-        "program": "`objective: module:function`; hpo calls a Python function "
-        "`f(trial)` or `f(trial, ctx)`, it does not run a script",
-        "command": "`objective: module:function`; hpo calls a Python function, it does not "
-        "run a command",
+        "program": "`command: [python, train.py, --config, '{config}']` (W&B `program`), "
+        "or `objective: module:function` for a Python function",
         "early_terminate": "`pruner:` (W&B `early_terminate: {type: hyperband, min_iter, eta}` "
         "is `pruner: {type: hyperband, min_resource: MIN_ITER, reduction_factor: ETA}`)",
         "run_cap": "`budget: {n_trials: N}`",
@@ -35,7 +33,6 @@ _KEYS: dict[str, dict[str, str]] = {
         "HyperBand `pruner: hyperband`, MedianStoppingRule `pruner: median`)",
         "search_alg": "`sampler:` (Ray Tune's OptunaSearch/HyperOptSearch is `sampler: tpe`)",
         "param_space": "`search_space:` (Ray Tune `param_space`)",
-        "config": "`search_space:` (Ray Tune `config`) or `fixed:` for constant values",
         "mode": "`direction: minimize|maximize` (Ray Tune `mode: min|max`)",
         "time_budget_s": "`budget: {timeout: SECONDS}` (Ray Tune `time_budget_s`)",
         "max_concurrent_trials": "`hpo run --workers N` or more `hpo worker` processes",

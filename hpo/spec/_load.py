@@ -22,11 +22,14 @@ from hpo.search import (
     make_pruner,
     make_sampler,
 )
+from hpo.spec._command import command_spec
 from hpo.spec._foreign import metric_hint, param_hint
 from hpo.spec._model import (
+    COMMAND_OBJECTIVE,
     MAX_GRID_POINTS,
     PARAM_TYPES,
     BudgetSpec,
+    CommandSpec,
     ParamSpec,
     PrunerSpec,
     RetrySpec,
@@ -147,8 +150,12 @@ def _spec_from_dict(data: Any, source: str, check_objective: bool) -> StudySpec:
     v.keys(
         data,
         "",
-        required=("name", "objective"),
+        required=("name",),
         optional=(
+            "objective",
+            "command",
+            "config",
+            "script",
             "description",
             "metric",
             "metrics",
@@ -167,10 +174,10 @@ def _spec_from_dict(data: Any, source: str, check_objective: bool) -> StudySpec:
     name = v.string(data, "name")
     if not _NAME_RE.fullmatch(name):
         raise SpecError(source, "name", name, "must be 1-128 letters, digits, '_', '.' or '-'")
-    objective = v.string(data, "objective")
     metrics, directions = _metrics_and_directions(v, data)
     space = _search_space(v, data.get("search_space", {}))
     fixed = _fixed(v, data.get("fixed", {}), space)
+    objective, command = _objective_or_command(v, data, space, fixed, metrics, check_objective)
     sampler = _sampler(v, data.get("sampler", {"type": "tpe"}), len(directions))
     pruner = _pruner(v, data.get("pruner", {"type": "none"}), "pruner")
     budget = _budget(v, data.get("budget", {}))
@@ -198,15 +205,44 @@ def _spec_from_dict(data: Any, source: str, check_objective: bool) -> StudySpec:
         checkpoint_dir=checkpoint_dir,
         description=description,
         source=source,
+        command=command,
     )
     if spec.is_grid:
         _check_grid(v, spec)
     if pruner.type != "none" and len(directions) > 1:
         raise SpecError(source, "pruner.type", pruner.type, "pruning needs a single objective")
     _build_optuna_objects(v, spec)
-    if check_objective:
+    if check_objective and command is None:
         check_accepts(spec, resolve_objective(spec.objective, source=source))
     return spec
+
+
+def _objective_or_command(
+    v: Validator,
+    data: Mapping[str, Any],
+    space: tuple[ParamSpec, ...],
+    fixed: Mapping[str, Any],
+    metrics: tuple[str, ...],
+    check_files: bool,
+) -> tuple[str, CommandSpec | None]:
+    """The spec's Python objective, or the command it runs instead (checked at load)."""
+    if "command" not in data:
+        for key in ("config", "script"):
+            if key in data:
+                raise SpecError(v.source, key, data[key], "only goes with command:")
+        if "objective" not in data:
+            raise SpecError(
+                v.source, "objective", None, "is required (or command: to run a script)"
+            )
+        return v.string(data, "objective"), None
+    if "objective" in data:
+        raise SpecError(
+            v.source, "command", data["command"], "give either objective or command, not both"
+        )
+    command = command_spec(
+        v, data, space=space, fixed=fixed, metrics=metrics, check_files=check_files
+    )
+    return COMMAND_OBJECTIVE, command
 
 
 def _fixed(v: Validator, raw: Any, space: tuple[ParamSpec, ...]) -> dict[str, Any]:

@@ -82,6 +82,58 @@ class RetrySpec:
     grace_period: int = 30
 
 
+#: The objective a command spec runs in the trial process: it starts the command and reads
+#: what it reports (``hpo.script``).
+COMMAND_OBJECTIVE = "hpo.script:run_command"
+#: Placeholders a command may use besides each parameter's name, and what each stands for.
+PLACEHOLDERS = {
+    "config": "the trial's copy of the base config, with its parameters written in",
+    "trial_dir": "the trial's directory (shared by the retries of one logical trial)",
+    "checkpoint_dir": "where the script writes checkpoints: {trial_dir}/checkpoints",
+    "resume": "the checkpoint to resume from; it and the flag before it drop out when none",
+    "gpus": "how many GPUs the trial's slot has (env HPO_SLOT_GPUS, else 1)",
+    "args": "every parameter as a --name=value argument",
+    "args_json_file": "a JSON file holding every parameter",
+}
+#: Katib's default metrics regex, with named groups: every `name=value` on a line.
+KATIB_REGEX = r"(?P<name>[\w|-]+)\s*=\s*(?P<value>[+-]?\d*(?:\.\d+)?(?:[Ee][+-]?\d+)?)"
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A spec's command: an existing training script, run once per trial.
+
+    Paths are absolute (resolved against the spec file's directory at load), so the spec
+    stored with the study means the same files to a worker started anywhere.
+    """
+
+    argv: tuple[str, ...]  # the template: placeholders not yet filled in
+    workdir: str  # where the command runs: the spec file's directory unless `script.workdir`
+    config: str | None = None  # the base config, YAML or JSON
+    config_new_keys: bool = False  # dotted names the base config lacks are added, not errors
+    stdout_regex: str | None = None  # read metrics from output lines with it, besides [hpo] lines
+    value: str = "best"  # the trial's value: the best reported epoch's metric, or the last
+    resume_file: str | None = None  # in {checkpoint_dir}; None: the newest file there
+    kill_grace_s: float = 10.0  # SIGTERM to SIGKILL, and a pruned script's time to exit
+
+    def to_dict(self) -> dict[str, Any]:
+        script: dict[str, Any] = {"workdir": self.workdir}
+        if self.config_new_keys:
+            script["config_new_keys"] = True
+        if self.stdout_regex is not None:
+            script["stdout_regex"] = self.stdout_regex
+        if self.value != "best":
+            script["value"] = self.value
+        if self.resume_file is not None:
+            script["resume_file"] = self.resume_file
+        script["kill_grace_s"] = self.kill_grace_s
+        out: dict[str, Any] = {"command": list(self.argv)}
+        if self.config is not None:
+            out["config"] = self.config
+        out["script"] = script
+        return out
+
+
 @dataclass(frozen=True)
 class StudySpec:
     name: str
@@ -98,6 +150,7 @@ class StudySpec:
     checkpoint_dir: str
     description: str = ""
     source: str = "<spec>"
+    command: CommandSpec | None = None  # set: ``objective`` is COMMAND_OBJECTIVE
 
     @property
     def is_grid(self) -> bool:
@@ -134,7 +187,11 @@ class StudySpec:
         return {
             "name": self.name,
             **({"description": self.description} if self.description else {}),
-            "objective": self.objective,
+            **(
+                self.command.to_dict()
+                if self.command is not None
+                else {"objective": self.objective}
+            ),
             "metrics": list(self.metrics),
             "directions": list(self.directions),
             "search_space": space,

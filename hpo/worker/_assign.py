@@ -93,6 +93,8 @@ def trial_job(
         directions=spec.directions,
         checkpoint_dir=ckpt,
         seed=spec.trial_seed(logical),
+        # a command spec's objective (hpo.script) runs the command this describes
+        extra={"command": spec.command} if spec.command is not None else {},
     )
     return TrialJob(
         trial_id=trial_id(trial),

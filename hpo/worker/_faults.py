@@ -46,15 +46,14 @@ class Recovery:
                 return GivenBack(False, False)
         except optuna.exceptions.UpdateFinishedTrialError:
             return GivenBack(False, False)  # finished meanwhile, or given back by another
-        if not retry:
-            return GivenBack(True, False)
+        return GivenBack(True, retry and self.retry(trial_id))
+
+    def retry(self, trial_id: int) -> bool:
+        """Queue the retry of a failed trial once, within the retry limit."""
         frozen = self.storage.backend.get_trial(trial_id)
         if frozen.state != TrialState.FAIL or self._retry_queued(frozen.number):
-            return GivenBack(True, False)
-        return GivenBack(
-            True,
-            StaleTrialRetry(self.study.spec.retry.max_retries).queue(self.study.optuna, frozen),
-        )
+            return False
+        return StaleTrialRetry(self.study.spec.retry.max_retries).queue(self.study.optuna, frozen)
 
     def take_over_lost(self, mine: Collection[int]) -> None:
         """Give back other workers' trials: those whose heartbeat stopped (the worker is

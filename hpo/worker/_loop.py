@@ -271,7 +271,9 @@ class Worker:
             attrs["fail_reason" if outcome.state == "FAIL" else "prune_reason"] = outcome.reason
         state = TrialState[outcome.state]
         values = list(outcome.values) if outcome.values is not None else None
-        close_trial(self._ostudy, running.trial, state, values, attrs)
+        closed = close_trial(self._ostudy, running.trial, state, values, attrs)
+        if closed and outcome.retry and state == TrialState.FAIL:  # a crashed script
+            self.summary.retried += self._recovery.retry(outcome.trial_id)
         proc.running, proc.queued = proc.queued, None
         if proc.running is not None:  # the trial sent ahead started as this one ended
             proc.running.started = time.monotonic()

@@ -57,6 +57,7 @@ class TrialOutcome:
     # the trial with this reason and stops the study instead of spending its budget.
     stop_study: str | None = None
     warning: str | None = None  # for the worker's log (fixed keys nothing read)
+    retry: bool = False  # a failed trial worth retrying (hpo.errors.RetryTrial)
 
 
 class Method(enum.Enum):

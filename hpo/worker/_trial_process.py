@@ -28,7 +28,7 @@ from optuna.distributions import BaseDistribution, distribution_to_json, json_to
 from optuna.trial import BaseTrial
 
 from hpo.context import TrackedParams, TrialContext
-from hpo.errors import StopStudy
+from hpo.errors import RetryTrial, StopStudy
 from hpo.worker import _protocol as msg
 from hpo.worker._protocol import Method, TrialJob, TrialOutcome
 
@@ -269,10 +269,13 @@ def run_trial(
     ctx = dataclasses.replace(job.context, params=TrackedParams(job.context.params))
     start = time.perf_counter()
     n = len(job.context.directions)
+    retry = False
     try:
         result = objective(trial) if arity == 1 else objective(trial, ctx)
         values = _as_values(result, n)
         state, reason = "COMPLETE", None
+    except RetryTrial as e:  # failed, and a retry resumes from the trial's checkpoints
+        values, state, reason, retry = None, "FAIL", " ".join(str(e).split()), True
     except optuna.TrialPruned as e:
         values, state, reason = None, "PRUNED", str(e) or None
     except (BrokenPipeError, EOFError):
@@ -298,6 +301,7 @@ def run_trial(
         reason=reason,
         duration_s=time.perf_counter() - start,
         stop_study=stop,
+        retry=retry and stop is None,
         warning=_unused_warning(
             [_with_hint(k, trial, ctx, set(job.context.params)) for k in unused], arity
         ),
