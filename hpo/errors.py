@@ -35,6 +35,15 @@ class RetryTrial(Exception):
     message and queues its retry, which resumes from the trial's checkpoints."""
 
 
+class TrialInterrupted(BaseException):
+    """Raised in a trial process's main thread when its worker ends the trial early (SIGTERM:
+    ``hpo stop --now``, ``trial_timeout``, the worker's shutdown or preemption).
+
+    Not an ``Exception``, so an objective's ``except Exception`` does not swallow it, while its
+    ``finally`` blocks still run: that is where a running script's process group is ended.
+    """
+
+
 class UsageError(HpoError):
     """Bad command-line usage or a reference to something that does not exist."""
 

@@ -191,6 +191,29 @@ def test_sigterm_once_finishes_the_trial_twice_abandons_it(tmp_path: Path, sqlit
     assert_exact(sqlite_url, 5)
 
 
+def test_a_signal_to_the_whole_process_group_is_handled_as_one_to_the_worker(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """`timeout`, a terminal, systemd and Slurm signal a whole process group. Trial processes
+    (and the server they fork from) are in groups of their own, so the worker alone decides:
+    here it finishes the running trial, rather than see its process die and fail it."""
+    spec = sleeper_spec(tmp_path, n_trials=5, steps=30, step_s=0.2)
+    assert run_hpo("create", str(spec), "--storage", sqlite_url).returncode == 0
+    cmd = [sys.executable, "-m", "hpo.cli", "worker", "faults", "--processes", "1"]
+    # `timeout` leads a process group of its own and signals all of it (no --foreground)
+    done = subprocess.run(
+        ["timeout", "-s", "TERM", "4", *cmd],
+        env=hpo_env(HPO_STORAGE=sqlite_url),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 124, done.stderr  # timeout's code: it did send the signal
+    assert "died" not in done.stderr, done.stderr
+    assert [t.state for t in trials(sqlite_url)] == [TrialState.COMPLETE], done.stderr
+    assert list(progress_of(tmp_path).values()) == [30]
+
+
 def test_trials_sent_ahead_go_back_to_the_queue_when_a_worker_drains(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -338,6 +361,9 @@ def test_hpo_stop_now_abandons_running_trials_for_a_retry(tmp_path: Path, sqlite
     ts = trials(sqlite_url)
     assert ts[0].state == TrialState.FAIL and "retry" in ts[0].user_attrs["fail_reason"]
     assert ts[1].state == TrialState.WAITING and ts[1].system_attrs["failed_trial"] == 0
+    # ended by SIGTERM, not killed: the objective's `finally` ran
+    (trial_dir,) = (tmp_path / "ckpt").glob("faults-*/trial-*")
+    assert (trial_dir / "finally").read_text() == "ran"
     # `hpo create` again clears the stop; the retry resumes from the abandoned checkpoint
     assert run_hpo("create", str(spec), "--storage", sqlite_url).returncode == 0
     worker = start_worker(sqlite_url)

@@ -51,10 +51,13 @@ def sleeper(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float:
     marker = ctx.checkpoint_dir / "progress"
     start = int(marker.read_text()) if marker.exists() else 0
     trial.set_user_attr("resumed_from", start)
-    for step in range(start, steps):
-        time.sleep(float(ctx.params.get("step_s", 0.2)))
-        marker.write_text(str(step + 1))
-        trial.report(float(step), step)
+    try:
+        for step in range(start, steps):
+            time.sleep(float(ctx.params.get("step_s", 0.2)))
+            marker.write_text(str(step + 1))
+            trial.report(float(step), step)
+    finally:  # shows that a trial ended early still runs its cleanup
+        (ctx.checkpoint_dir / "finally").write_text("ran")
     return float(trial.params["x"])
 
 

@@ -10,6 +10,8 @@ worker's SIGTERM raising in this thread), the ``finally`` ends the group.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import queue
 import signal
@@ -25,7 +27,7 @@ from hpo._client import LINE_PREFIX, SOCKET_ENV
 from hpo.context import TrialContext
 from hpo.errors import RetryTrial, StopStudy
 from hpo.script._launch import prepare
-from hpo.script._metrics import LineParser, Report
+from hpo.script._metrics import LineParser, Report, as_epoch, as_number
 from hpo.script._process import ScriptProcess
 from hpo.script._server import ReportServer
 from hpo.spec import CommandSpec
@@ -64,7 +66,9 @@ def run_command(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tup
         if report is not None:
             events.put(report)
 
-    run = _Run(trial, ctx, spec)
+    run = _Run(trial, ctx, spec, history_file=launch.trial_dir / "history.json")
+    if launch.resume:
+        run.restore()
     with ReportServer(events) as server:
         launch.env[SOCKET_ENV] = server.path
         proc = ScriptProcess(launch, on_line)
@@ -87,6 +91,26 @@ class _Run:
     pruned_at: int | None = None
     end_at: float | None = None  # when to end the script's group (pruned)
     asks: list[Report] = field(default_factory=list)
+    history_file: Path | None = None  # the epochs so far, for a retry that resumes
+
+    def restore(self) -> None:
+        """A resumed retry's curve starts with the epochs its earlier attempts reported."""
+        if self.history_file is None:
+            return
+        try:
+            rows = json.loads(self.history_file.read_text())
+        except (OSError, ValueError):
+            return
+        for row in rows if isinstance(rows, list) else []:
+            epoch = as_epoch(row.pop("epoch", None)) if isinstance(row, dict) else None
+            metrics = {k: v for k, v in ((k, as_number(v)) for k, v in row.items())}
+            if epoch is None:
+                continue
+            self.history[epoch] = {k: v for k, v in metrics.items() if v is not None}
+            value = self.history[epoch].get(self.ctx.metric)
+            if value is not None and len(self.ctx.directions) == 1:
+                self.trial.report(value, epoch)
+                self.verdicts[epoch] = False
 
     def follow(self, proc: ScriptProcess, events: queue.SimpleQueue[Report]) -> None:
         """Handle reports until the script has exited and its output is read to the end."""
@@ -131,6 +155,7 @@ class _Run:
         if self.pruned_at is not None:
             return True
         self.history.setdefault(epoch, {}).update(metrics)
+        self._save_history()
         metric = self.ctx.metric
         if len(self.ctx.directions) > 1 or metric not in metrics or epoch in self.verdicts:
             return self.verdicts.get(epoch, False)
@@ -140,6 +165,12 @@ class _Run:
         if stop:
             self.pruned_at = epoch
         return stop
+
+    def _save_history(self) -> None:
+        if self.history_file is not None:
+            rows = [{"epoch": e, **self.history[e]} for e in sorted(self.history)]
+            with contextlib.suppress(OSError):
+                self.history_file.write_text(json.dumps(_json_number(rows)))
 
     def _end_soon(self, seconds: float) -> None:
         at = time.monotonic() + seconds

@@ -79,25 +79,18 @@ class ScriptProcess:
         return not any(r.is_alive() for r in self._readers)
 
     def end(self, grace: float) -> None:
-        """End the script and its whole group: SIGTERM, ``grace`` seconds, then SIGKILL.
+        """End the script and its whole group: SIGTERM, up to ``grace`` seconds, SIGKILL.
 
         Also after the script exited on its own: what it forked and left behind goes too
         (it would hold the output pipes open, and a GPU).
         """
-        if self.popen.poll() is None:
-            self._signal(signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while self.popen.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if self.popen.poll() is None:
-                self._signal(signal.SIGKILL)
-        # The leader is gone; the group lives while any member does.
-        if self._group_alive():
-            self._signal(signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while self._group_alive() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            self._signal(signal.SIGKILL)
+        if self.popen.poll() is not None and not self._group_alive():
+            return
+        self._signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and (self.popen.poll() is None or self._group_alive()):
+            time.sleep(0.02)
+        self._signal(signal.SIGKILL)
         self.popen.wait()
 
     def _signal(self, sig: signal.Signals) -> None:

@@ -18,6 +18,12 @@ import importlib
 import os
 
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+if __name__ != "__main__":
+    # A signal to the worker's process group (Ctrl-C, ``timeout``, Slurm) must not kill the
+    # server: its trial processes die with it (PR_SET_PDEATHSIG) before the worker can act.
+    # It still exits when its worker does (its pipe from the worker closes).
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
 
 import hpo.spec  # the trial process resolves its objective with it
 import hpo.worker._trial_process

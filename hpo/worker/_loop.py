@@ -53,6 +53,7 @@ from hpo.worker._slots import (
     Running,
     Slot,
     TrialProcess,
+    end_all,
     fleet_rows,
     serve,
     slot_ranks,
@@ -352,8 +353,8 @@ class Worker:
         self._storage.flush()  # reports of running trials reach the database once a tick
         self._read_stop_requests(now)
         if self.state.phase is Phase.STOPPING:
+            end_all(self._procs)
             for proc in self._procs:
-                proc.kill()
                 self._abandon(proc, "stopped before finishing; left for a retry")
         progress = self._progress()
         self.state.study_idle = progress.running == 0 and progress.waiting == 0
@@ -404,10 +405,10 @@ class Worker:
         self._procs[self._procs.index(proc)] = spawn(proc.slot, self._spec.objective)
 
     def _teardown(self) -> None:
-        for proc in self._procs:
-            if proc.running is not None:
-                proc.kill()
-                self._abandon(proc, "worker stopped before the trial finished; left for a retry")
+        running = [proc for proc in self._procs if proc.running is not None]
+        end_all(running)
+        for proc in running:
+            self._abandon(proc, "worker stopped before the trial finished; left for a retry")
         stop_all(self._procs)
         try:
             mark_stopped(self.study.budget.engine, self._host, self._pid)

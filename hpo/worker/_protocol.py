@@ -22,6 +22,10 @@ from typing import Any
 
 from hpo.context import TrialContext
 
+#: How long a trial process has, after its worker's SIGTERM, to end its trial and exit (an
+#: objective's ``finally`` blocks, a script's process group) before it is killed.
+END_GRACE_S = 10.0
+
 
 @dataclass(frozen=True)
 class TrialJob:

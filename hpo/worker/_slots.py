@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -196,10 +197,30 @@ class TrialProcess:
         with contextlib.suppress(BrokenPipeError, OSError):
             self.conn.send(message)
 
+    def end(self) -> None:
+        """Ask the process to end its trial now: SIGTERM, so the objective's ``finally``
+        blocks run and a script's process group is ended (:meth:`kill` waits for it)."""
+        if self.process.pid is not None and self.process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGTERM)
+
     def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=10)
+        """End the trial (:meth:`end`), and SIGKILL a process that has not exited within
+        ``END_GRACE_S`` of the first request."""
+        end_all([self])
+
+
+def end_all(procs: Sequence[TrialProcess]) -> None:
+    """End every process's trial at once, then wait for each, killing the ones that hang."""
+    live = [p for p in procs if p.process.is_alive()]
+    for proc in live:
+        proc.end()
+    deadline = time.monotonic() + msg.END_GRACE_S
+    for proc in live:
+        proc.process.join(timeout=max(0.0, deadline - time.monotonic()))
+        if proc.process.is_alive():
+            proc.process.kill()
+            proc.process.join(timeout=10)
 
 
 def fleet_rows(

@@ -28,7 +28,7 @@ from optuna.distributions import BaseDistribution, distribution_to_json, json_to
 from optuna.trial import BaseTrial
 
 from hpo.context import TrackedParams, TrialContext
-from hpo.errors import RetryTrial, StopStudy
+from hpo.errors import RetryTrial, StopStudy, TrialInterrupted
 from hpo.worker import _protocol as msg
 from hpo.worker._protocol import Method, TrialJob, TrialOutcome
 
@@ -236,8 +236,16 @@ def main(conn: Connection, objective_ref: str, env: Mapping[str, str], parent: i
     """Entry point of a trial process (spawned, so CUDA is initialised here, not inherited)."""
     os.environ.update(env)  # CUDA_VISIBLE_DEVICES must be set before torch is imported
     _die_with_parent(parent)
-    # Ctrl-C in a terminal reaches the whole process group; only the worker decides.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _own_signals()
+    try:
+        _serve(conn, objective_ref)
+    except TrialInterrupted:
+        return  # the worker ended the trial and gives it back; the objective's finally ran
+    except (EOFError, BrokenPipeError, OSError):
+        return  # the worker is gone
+
+
+def _serve(conn: Connection, objective_ref: str) -> None:
     from hpo.errors import SpecError
     from hpo.spec import objective_arity, resolve_objective
 
@@ -249,16 +257,27 @@ def main(conn: Connection, objective_ref: str, env: Mapping[str, str], parent: i
         return
     conn.send(msg.Ready(os.getpid()))
     link = _Link(conn)
-    while True:
-        try:
-            job = link.next_job()
-            if job is None:
-                return
-            _set_threads(job.threads)
-            outcome = run_trial(link, job, objective, arity)
-            conn.send(msg.Done(outcome))
-        except (EOFError, BrokenPipeError, OSError):
-            return  # the worker is gone
+    while (job := link.next_job()) is not None:
+        _set_threads(job.threads)
+        conn.send(msg.Done(run_trial(link, job, objective, arity)))
+
+
+def _own_signals() -> None:
+    """Only the worker decides when a trial ends.
+
+    A terminal's Ctrl-C, ``timeout``, systemd and Slurm signal a whole process group: in a
+    group of its own, the process hears only its worker, which sends SIGTERM to end the trial
+    now. That raises :class:`TrialInterrupted` here, so the objective's ``finally`` blocks
+    run (a script's process group is ended there) before the process exits.
+    """
+    with contextlib.suppress(OSError):  # already a group leader (a session leader, say)
+        os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise TrialInterrupted(signal.Signals(signum).name)
 
 
 def run_trial(

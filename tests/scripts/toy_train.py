@@ -1,16 +1,20 @@
-"""A training script as people write them, for tests/test_script.py: a nested YAML/JSON
-config, a checkpoint per epoch, ``--resume``. It trains nothing: the "loss" of epoch e is
-``(x - 3) ** 2 + 1 / e``. Standard library and PyYAML only.
+"""A training script as people write them, for tests/test_script.py: a nested YAML or JSON
+config, a checkpoint per epoch, ``--resume``. It trains nothing: epoch e's "loss" is
+``(x - 3) ** 2 + 1 / e``. The standard library and PyYAML only.
 
---report: client (hpo.report), json ([hpo] lines), text (val_loss=... lines), none.
---crash-at E: exit 1 after epoch E, unless resuming.   --fork N: start N children that
-sleep (a DataLoader's workers).   --ignore-prune: go on when hpo.report says stop.
---sleep S: seconds per epoch.
+``--case`` picks a behaviour (one study runs them all, one per grid point):
+client: reports with hpo.report.   client-prune: reports a loss of 100 and stops when told
+(a forked RANK=1 process asks for the same verdict).   ignore-prune: reports 100, goes on.
+json: prints [hpo] lines.   json-prune: prints 100 slowly, forks 2 children (a DataLoader's
+workers).   text: prints val_loss=... (the spec's katib regex).   crash: exits 1 after
+epoch 2 unless resuming.   fail: exits 3 at once.   silent: reports nothing.
+trap: ignores SIGTERM, prints 100 slowly.
 """
 
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,53 +26,79 @@ import hpo
 p = argparse.ArgumentParser()
 p.add_argument("--config")
 p.add_argument("--resume")
-p.add_argument("--report", default="client")
-p.add_argument("--crash-at", type=int, default=0)
-p.add_argument("--fork", type=int, default=0)
-p.add_argument("--ignore-prune", action="store_true")
-p.add_argument("--sleep", type=float, default=0.0)
+p.add_argument("--case", default="client")
 p.add_argument("--x", type=float)
-p.add_argument("--epochs", type=int)
 args, rest = p.parse_known_args()
+
+trial_dir = Path(os.environ.get("HPO_TRIAL_DIR", "."))
+number = os.environ.get("HPO_TRIAL_NUMBER", "0")
+seen = {"argv": sys.argv[1:], "cwd": os.getcwd()}
+seen["env"] = {k: v for k, v in os.environ.items() if k.startswith("HPO_") or k == "RANK"}
+(trial_dir / f"seen-{number}.json").write_text(json.dumps(seen))
 
 config = {"model": {"x": 0.0}, "training": {"epochs": 3, "checkpoint_dir": "ckpt"}}
 if args.config:
     text = Path(args.config).read_text()
     config = json.loads(text) if args.config.endswith(".json") else yaml.safe_load(text)
 x = args.x if args.x is not None else config["model"]["x"]
-epochs = args.epochs or config["training"]["epochs"]
+epochs = config["training"]["epochs"]
 ckpt_dir = Path(config["training"]["checkpoint_dir"])
 ckpt_dir.mkdir(parents=True, exist_ok=True)
+case = args.case
+slow = case in ("json-prune", "trap")
+if slow:
+    epochs = 100
+if case == "fail":
+    print("Traceback (most recent call last):\nValueError: boom", file=sys.stderr)
+    sys.exit(3)
+if case == "trap":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if case == "json-prune":
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(120)
+            os._exit(0)
+        children.append(pid)
+    (trial_dir / "children.json").write_text(json.dumps(children))
 
 start = 1
 if args.resume:
     start = json.loads(Path(args.resume).read_text())["epoch"] + 1
     print(f"resumed from {args.resume} at epoch {start}", flush=True)
 
-children = []
-for _ in range(args.fork):
-    pid = os.fork()
-    if pid == 0:
-        time.sleep(300)
+
+def other_rank_asks(epoch: int) -> None:
+    """A torchrun rank other than 0: its report waits for rank 0's verdict."""
+    if os.fork() == 0:
+        os.environ["RANK"] = "1"
+        stop = hpo.report(epoch)
+        (trial_dir / f"rank1-epoch{epoch}.json").write_text(json.dumps(stop))
         os._exit(0)
-    children.append(pid)
-if children:
-    Path(os.environ.get("HPO_TRIAL_DIR", "."), "children.json").write_text(json.dumps(children))
+
 
 for epoch in range(start, epochs + 1):
-    time.sleep(args.sleep)
-    loss = (x - 3) ** 2 + 1 / epoch
+    loss = 100.0 if "prune" in case or case == "trap" else (x - 3) ** 2 + 1 / epoch
     (ckpt_dir / "last.json").write_text(json.dumps({"epoch": epoch}))
-    if args.report == "client":
-        if hpo.report(epoch, val_loss=loss, val_acc=1 / (1 + loss)) and not args.ignore_prune:
+    if slow:
+        time.sleep(0.2)
+    if case.startswith("client") or case == "ignore-prune":
+        if case == "client-prune":
+            other_rank_asks(epoch)
+        stop = hpo.report(epoch, val_loss=loss, val_acc=1 / (1 + loss))
+        if stop and case != "ignore-prune":
             print(f"pruned at epoch {epoch}", flush=True)
+            time.sleep(0.3)  # the forked rank writes its verdict
             sys.exit(0)
-    elif args.report == "json":
+        if case == "ignore-prune":
+            time.sleep(0.2)
+    elif case in ("json", "json-prune", "crash", "trap"):
         print("[hpo] " + json.dumps({"epoch": epoch, "val_loss": loss}))
-    elif args.report == "text":
+    elif case == "text":
         print(f"Epoch {epoch}/{epochs}")
         print(f"train_loss={loss + 0.5:.6f} val_loss={loss:.6f}")
-    if args.crash_at == epoch and not args.resume:
+    if case == "crash" and epoch == 2 and not args.resume:
         print("RuntimeError: CUDA out of memory (simulated)", file=sys.stderr)
         sys.exit(1)
 print("done", flush=True)
