@@ -23,6 +23,7 @@ import optuna
 
 from hpo._optuna._study import trial_id
 from hpo.errors import UsageError
+from hpo.script import SLOT_GPUS_ENV
 from hpo.spec import objective_module
 from hpo.storage import this_host, utcnow, worker_id
 from hpo.worker import _protocol as msg
@@ -32,10 +33,6 @@ from hpo.worker import _trial_process as tp
 THREADS_ENV = "HPO_THREADS"
 #: The user's own thread settings, which hpo leaves alone when set.
 USER_THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-#: The number of processes a trial may start (``{gpus}`` in a command): its slot's GPUs.
-SLOT_GPUS_ENV = "HPO_SLOT_GPUS"
 
 
 @dataclass(frozen=True)
