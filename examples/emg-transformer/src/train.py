@@ -10,14 +10,13 @@ schedule, label smoothing, gradient clipping, early stopping on val_loss, and ch
 
 Each epoch prints one ``name=value`` line (``epoch=3 val_loss=0.41 val_acc=0.8``), which
 hpo can read unchanged; with hpo installed the script also reports through its client and
-stops when hpo's pruner says so. Under ``torchrun`` only rank 0 logs and saves.
+stops when hpo's pruner says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +115,6 @@ def train(config: dict[str, Any], resume: str | None) -> float:
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t["label_smoothing"])
     ckpt_dir = Path(t["checkpoint_dir"])
-    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process logs and saves
 
     start, best, bad_epochs = 0, math.inf, 0
     if resume:
@@ -138,7 +136,7 @@ def train(config: dict[str, Any], resume: str | None) -> float:
             nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
             optimizer.step()
             total += loss.item() * len(y)
-        train_loss = total / len(train_loader.dataset)  # type: ignore[arg-type]
+        train_loss = total / len(train_loader.dataset)
 
         # evaluate, schedule, log
         val_loss, val_acc = evaluate(model, val_loader, loss_fn)
@@ -146,34 +144,31 @@ def train(config: dict[str, Any], resume: str | None) -> float:
         lr = optimizer.param_groups[0]["lr"]
         improved = val_loss < best
         best, bad_epochs = (val_loss, 0) if improved else (best, bad_epochs + 1)
-        if rank0:
-            print(
-                f"epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
-                f"val_acc={val_acc:.4f} lr={lr:.2e}",
-                flush=True,
-            )
+        print(
+            f"epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
+            f"val_acc={val_acc:.4f} lr={lr:.2e}",
+            flush=True,
+        )
 
         # checkpoint: the last epoch always, the best one when it improved
-        if rank0:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            state = {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "best": best,
-                "bad_epochs": bad_epochs,
-            }
-            torch.save(state, ckpt_dir / "last_model.pth")
-            if improved:
-                torch.save(state, ckpt_dir / "best_model.pth")
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "best": best,
+            "bad_epochs": bad_epochs,
+        }
+        torch.save(state, ckpt_dir / "last_model.pth")
+        if improved:
+            torch.save(state, ckpt_dir / "best_model.pth")
 
         # hpo's pruner may stop a poor trial early
         if hpo and hpo.report(epoch, val_loss=val_loss, val_acc=val_acc):
             break
         if bad_epochs >= t["patience"]:
-            if rank0:
-                print(f"early stop: no better val_loss for {bad_epochs} epochs", flush=True)
+            print(f"early stop: no better val_loss for {bad_epochs} epochs", flush=True)
             break
     return best
 
