@@ -112,8 +112,27 @@ SPEC_CASES = [
         args=("create", "{spec}", "--storage", "sqlite:///{db}"),
         match="search_space.learning_rate",
     ),
+    # A command spec: what the script needs must be there before anything is written
+    Case(
+        "command-not-found",
+        GOOD.replace("objective: toy_objectives:quadratic", "command: [no-such-program-x1]"),
+        match="command.0: is not on PATH nor a file",
+    ),
+    Case(
+        "command-unknown-placeholder",
+        GOOD.replace("objective: toy_objectives:quadratic", "command: sh run.sh {confg}"),
+        match="unknown placeholder {confg}",
+    ),
+    Case(
+        "command-config-missing",
+        GOOD.replace(
+            "objective: toy_objectives:quadratic",
+            "command: [sh, -c, 'true', '{config}']\nconfig: configs/missing.yaml",
+        ),
+        match="config: no such file",
+    ),
     # Words from W&B Sweeps, Ray Tune and Optuna
-    Case("foreign-wandb-sweep", WANDB, match="program: unknown key; in hpo this is `objective:"),
+    Case("foreign-wandb-sweep", WANDB, match="program: unknown key; in hpo this is `command:"),
     Case("foreign-bayes", _sub("sampler: {type: tpe", "sampler: {type: bayes"), match="`tpe`"),
     Case("foreign-num-samples", GOOD + "num_samples: 9\n", match="`budget: {n_trials: N}`"),
     # Options outside their domain

@@ -662,8 +662,8 @@ FOREIGN = [
     (spec_text() + "method: bayes\n", "method", "in hpo this is `sampler: tpe` (W&B"),
     (spec_text() + "method: grid\n", "method", "in hpo this is `sampler: grid`"),
     (spec_text() + "parameters: {}\n", "parameters", "in hpo this is `search_space:`"),
-    (spec_text() + "program: train.py\n", "program", "in hpo this is `objective: module:function`"),
-    (spec_text() + "command: [python, train.py]\n", "command", "`objective: module:function`"),
+    (spec_text() + "program: train.py\n", "program", "in hpo this is `command: [python, train.py"),
+    (spec_text() + "command: [python, train.py]\n", "command", "give either objective or command"),
     (
         spec_text() + "early_terminate: {type: hyperband, min_iter: 3}\n",
         "early_terminate",
@@ -714,7 +714,7 @@ FOREIGN = [
         "`type: float, log: true`",
     ),
     (sp("{type: float, min: 0.001, max: 0.1}"), "search_space.x.min", "in hpo this is `low:`"),
-    (WANDB_SWEEP, "program", "in hpo this is `objective: module:function`"),
+    (WANDB_SWEEP, "program", "in hpo this is `command: [python, train.py"),
 ]
 
 

@@ -1,8 +1,9 @@
 """Reading metrics from a script's output lines: ``[hpo] {json}`` lines, and the spec's regex.
 
 A line gives a :class:`Report` (an epoch and some metrics). Its epoch is the ``epoch`` (or
-``step``) on the line; else the last one seen on an earlier line ("Epoch 3/60" then
-"val_loss=0.41"); else the count of reports so far (1, 2, ...).
+``step``) on the line (with a regex, also the N of "Epoch N", "epoch: N", "Epoch [N/60]");
+else the last one seen on an earlier line ("Epoch 3/60" then "val_loss=0.41"); else the
+count of reports so far (1, 2, ...).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from hpo._client import LINE_PREFIX
 
 _EPOCH_KEYS = ("epoch", "step")
+_EPOCH_WORD = re.compile(r"(?i)\b(?:epoch|step)\b\W{0,3}(\d+)")
 
 
 @dataclass
@@ -65,6 +67,9 @@ class LineParser:
         found = self._prefixed(line)
         if found is None and self._regex is not None:
             found = self._pairs_of(line) if self._pairs else self._groups_of(line)
+            word = _EPOCH_WORD.search(line)
+            if word and (found is None or found[0] is None):
+                found = (int(word.group(1)), found[1] if found else {})
         if found is None:
             return None
         epoch, metrics = found

@@ -145,7 +145,8 @@ def resolve_program(program: str, workdir: str) -> str | None:
             return program
     path = Path(workdir, program)
     if path.is_file() and os.access(path, os.X_OK):
-        return str(path.resolve())
+        # absolute, not resolved: a virtual environment's python is a link that must stay one
+        return os.path.abspath(path)
     return None
 
 

@@ -227,6 +227,14 @@ def _objective_or_command(
 ) -> tuple[str, CommandSpec | None]:
     """The spec's Python objective, or the command it runs instead (checked at load)."""
     if "command" not in data:
+        if isinstance(data.get("config"), Mapping):
+            raise SpecError(
+                v.source,
+                "config",
+                data["config"],
+                "names a command's base config file; Ray Tune's `config` is `search_space:` "
+                "(or `fixed:` for constant values)",
+            )
         for key in ("config", "script"):
             if key in data:
                 raise SpecError(v.source, key, data[key], "only goes with command:")

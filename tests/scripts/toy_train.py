@@ -8,7 +8,8 @@ client: reports with hpo.report.   client-prune: reports a loss of 100 and stops
 json: prints [hpo] lines.   json-prune: prints 100 slowly, forks 2 children (a DataLoader's
 workers).   text: prints val_loss=... (the spec's katib regex).   crash: exits 1 after
 epoch 2 unless resuming.   fail: exits 3 at once.   silent: reports nothing.
-trap: ignores SIGTERM, prints 100 slowly.
+trap: ignores SIGTERM, prints 100 slowly.   hang: forks 2 children, then sleeps (for
+trial_timeout and stop --now).
 """
 
 import argparse
@@ -53,7 +54,7 @@ if case == "fail":
     sys.exit(3)
 if case == "trap":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-if case == "json-prune":
+if case in ("json-prune", "hang"):
     children = []
     for _ in range(2):
         pid = os.fork()
@@ -61,7 +62,10 @@ if case == "json-prune":
             time.sleep(120)
             os._exit(0)
         children.append(pid)
-    (trial_dir / "children.json").write_text(json.dumps(children))
+    (trial_dir / "children.json").write_text(json.dumps([os.getpid(), *children]))
+    if case == "hang":
+        print("hanging", flush=True)
+        time.sleep(120)
 
 start = 1
 if args.resume:
