@@ -11,13 +11,14 @@ import importlib.util
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import optuna
 import pytest
-from conftest import run_hpo
+from conftest import hpo_env
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "emg-transformer"
 TINY = {
@@ -88,21 +89,36 @@ def test_the_script_trains_by_itself_and_resumes(
     assert re.findall(r"^epoch=(\d+)", resumed, re.M) == ["1"]
 
 
-@pytest.mark.parametrize("spec_name", ["study_client.yaml", "study_stdout.yaml"])
-def test_each_spec_runs_a_short_study(tmp_path: Path, spec_name: str) -> None:
-    root = _copy(tmp_path)
-    spec = root / spec_name
-    spec.write_text(_small(spec.read_text()))
-    name = re.search(r"^name: (\S+)", spec.read_text(), re.M).group(1)  # type: ignore[union-attr]
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    r = run_hpo("run", str(spec), "--storage", url, "--gpus", "none", cwd=tmp_path, **_env())
-    assert r.returncode == 0, r.stderr
-    trials = optuna.load_study(study_name=name, storage=url).trials
-    [t] = trials
-    assert t.state == optuna.trial.TrialState.COMPLETE
-    assert list(t.intermediate_values) == [0, 1]  # every epoch reached the trial
-    assert t.value == min(t.intermediate_values.values())
-    # the trial wrote its checkpoints in its own directory, as {checkpoint_dir} said
-    [last] = tmp_path.rglob("last_model.pth")
-    assert last.parent.name == "checkpoints" and last.parent.parent.name.startswith("trial-")
-    assert not (root / "checkpoints").exists()
+def test_both_specs_run_a_short_study(tmp_path: Path) -> None:
+    """(a) the client and (b) stdout, side by side (two `hpo run`s at once, which halves
+    the test's time on two cores): one trial of two epochs each."""
+    runs = {}
+    for spec_name in ("study_client.yaml", "study_stdout.yaml"):
+        where = tmp_path / Path(spec_name).stem
+        root = _copy(where)
+        spec = root / spec_name
+        spec.write_text(_small(spec.read_text()))
+        url = f"sqlite:///{where / 'study.db'}"
+        command = [sys.executable, "-m", "hpo.cli", "run", str(spec), "--storage", url]
+        proc = subprocess.Popen(
+            [*command, "--gpus", "none"],
+            cwd=where,
+            env=hpo_env(**_env()),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        runs[spec_name] = (proc, where, root, url)
+    for spec_name, (proc, where, root, url) in runs.items():
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, f"{spec_name}: {err}"
+        name = re.search(r"^name: (\S+)", (root / spec_name).read_text(), re.M)
+        assert name is not None
+        [t] = optuna.load_study(study_name=name.group(1), storage=url).trials
+        assert t.state == optuna.trial.TrialState.COMPLETE, spec_name
+        assert list(t.intermediate_values) == [0, 1], spec_name  # every epoch reached it
+        assert t.value == min(t.intermediate_values.values())
+        # the trial wrote its checkpoints in its own directory, as {checkpoint_dir} said
+        [last] = where.rglob("last_model.pth")
+        assert last.parent.name == "checkpoints" and last.parent.parent.name.startswith("trial-")
+        assert not (root / "checkpoints").exists()
