@@ -74,6 +74,7 @@ format: install
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py --epochs 5 --repeats 5 --threads 1
 	$(BIN)/python benchmarks/coordination.py --processes 8 --sleep 0.2 --trials 400
+	$(BIN)/python benchmarks/script_overhead.py --trials 30 --reports 300
 
 bench-all: install
 	$(BIN)/python benchmarks/train_throughput.py --epochs 5 --repeats 5 --threads 1 --batch-size 16 32 64 128 256
@@ -85,6 +86,7 @@ bench-all: install
 	$(BIN)/python benchmarks/worker_memory.py --json benchmarks/results/memory.json --plot benchmarks/results/memory.png
 	$(BIN)/python benchmarks/search_efficiency.py --json benchmarks/results/search_efficiency.json \
 	  --plot benchmarks/results/search_efficiency.png
+	$(BIN)/python benchmarks/script_overhead.py --trials 30 --reports 300
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache hpo.db checkpoints .optuna-src

@@ -77,3 +77,18 @@ def test_readme_spec_runs_its_objective_from_the_working_directory(
     status = run_hpo("status", name, "--storage", db, "--format", "json", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["counts"].get("complete", 0) >= 1
+
+
+def test_readme_shows_the_example_specs_as_they_are() -> None:
+    """A YAML block that starts by naming a file of examples/ is that file, less its header
+    comments (the example's own test runs it)."""
+    root = README.parent
+    shown = [
+        (m.group(1), body[m.end() :])
+        for lang, body in _BLOCK.findall(README.read_text())
+        if lang == "yaml" and (m := re.match(r"# (examples/\S+\.yaml)\n", body))
+    ]
+    assert shown, "the README shows no example spec"
+    for path, body in shown:
+        text = (root / path).read_text()
+        assert body == re.sub(r"\A(#.*\n)+", "", text), path

@@ -36,6 +36,18 @@ gpus_option = click.option(
 )
 
 
+gpus_per_trial_option = click.option(
+    "--gpus-per-trial",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    envvar="HPO_GPUS_PER_TRIAL",
+    help="GPUs each trial gets (CUDA_VISIBLE_DEVICES, and {gpus} in a command, for "
+    "torchrun --nproc-per-node {gpus}); with no GPU, the processes {gpus} tells a trial's "
+    "command to start on the CPU.",
+)
+
+
 output_option = click.option(
     "-o",
     "--output",

@@ -15,6 +15,7 @@ from hpo.cli._app import (
     exit_code,
     exit_with,
     gpus_option,
+    gpus_per_trial_option,
     handle_errors,
     main,
     storage_option,
@@ -45,6 +46,7 @@ from hpo.cli._target import storage_for, storage_origin, target
 @click.option("--force", is_flag=True, help="Replace a stored spec that differs from SPEC.")
 @checkpoint_option
 @gpus_option
+@gpus_per_trial_option
 @threads_option
 @handle_errors
 def run(
@@ -55,6 +57,7 @@ def run(
     force: bool,
     checkpoint_dir: str | None,
     gpus: str | None,
+    gpus_per_trial: int,
     threads: int | None,
 ) -> None:
     """Create or resume the study in SPEC and run it until its budget is spent.
@@ -69,6 +72,8 @@ def run(
 
     loaded = load_spec(spec)
     url = storage_for(storage, loaded.storage)
+    gpu_ids = _parse_gpus(gpus, None)
+    _note_cpu_ranks(gpu_ids, gpus_per_trial)
     if loaded.n_trials is None and (timeout or loaded.budget.timeout) is None:
         _console.err.print(
             f"{loaded.name}: the spec has no budget.n_trials or budget.timeout: running until "
@@ -81,7 +86,8 @@ def run(
             loaded,
             storage=url,
             workers=workers,
-            gpus=_parse_gpus(gpus, None),
+            gpus=gpu_ids,
+            gpus_per_trial=gpus_per_trial,
             force=force,
             timeout=timeout,
             checkpoint_dir=checkpoint_dir,
@@ -130,8 +136,9 @@ def create(spec: Path, storage: str | None, force: bool) -> None:
     default=1,
     show_default=True,
     envvar="HPO_PER_GPU",
-    help="Trial processes packed onto each GPU.",
+    help="Trial processes packed onto each GPU (each group of --gpus-per-trial GPUs).",
 )
+@gpus_per_trial_option
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -146,6 +153,7 @@ def worker(
     processes: int | None,
     gpus: str | None,
     per_gpu: int,
+    gpus_per_trial: int,
     timeout: float | None,
     checkpoint_dir: str | None,
     threads: int | None,
@@ -165,6 +173,7 @@ def worker(
     gpu_ids = _parse_gpus(gpus, processes)
     if not gpu_ids and gpus in (None, "all") and processes is None:
         _console.err.print("no GPU visible: running 1 CPU trial process (see --processes)")
+    _note_cpu_ranks(gpu_ids, gpus_per_trial)
     with _console.progress(study) as on_progress:
         loaded, summary = join(
             study,
@@ -172,6 +181,7 @@ def worker(
             processes=processes or 1,
             gpus=gpu_ids,
             per_gpu=per_gpu,
+            gpus_per_trial=gpus_per_trial,
             timeout=timeout,
             checkpoint_dir=checkpoint_dir,
             threads=threads,
@@ -253,6 +263,16 @@ def _remembering(
         on_progress(progress)
 
     return update
+
+
+def _note_cpu_ranks(gpu_ids: list[str], gpus_per_trial: int) -> None:
+    """Say what --gpus-per-trial means where there is no GPU: CPU processes (gloo ranks)."""
+    if not gpu_ids and gpus_per_trial > 1:
+        click.echo(
+            f"hpo: note: no GPU: each trial's {{gpus}} is {gpus_per_trial} CPU processes "
+            "(torchrun --nproc-per-node {gpus} with the gloo backend)",
+            err=True,
+        )
 
 
 def _parse_gpus(gpus: str | None, processes: int | None) -> list[str]:

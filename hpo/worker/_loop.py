@@ -56,6 +56,7 @@ from hpo.worker._slots import (
     end_all,
     fleet_rows,
     serve,
+    slot_ranks,
     spawn,
     start_trial_server,
     stop_all,
@@ -116,7 +117,7 @@ class Worker:
         self._typical_s: float | None = None  # moving average of this worker's trial times
         self._host, self._pid = this_host(), os.getpid()
         self._uid: str | None = None  # the study's identity, read under the lock
-        self._threads = trial_threads(self.threads, len(self.slots))
+        self._threads = trial_threads(self.threads, slot_ranks(self.slots))
 
     # -- the loop ----------------------------------------------------------------------
     def work(self) -> Summary:
@@ -228,7 +229,7 @@ class Worker:
         )
         self._storage.record_heartbeat(trial_id(trial))
         trial.set_user_attr("host", self._host)
-        trial.set_user_attr("gpu", proc.slot.gpu)
+        trial.set_user_attr("gpu", proc.slot.label)
         trial.set_user_attr("worker", worker_id(self._host, self._pid, proc.slot.index))
         proc.send(msg.RunTrial(job))
         if proc.running is None:
@@ -375,7 +376,7 @@ class Worker:
         if self.threads is None:
             grace = self._spec.retry.grace_period
             others = host_slots(self.study.budget.engine, self._host, self._pid, fresh_s=grace)
-            self._threads = trial_threads(None, others + len(self.slots))
+            self._threads = trial_threads(None, others + slot_ranks(self.slots))
 
     def _progress(self) -> Progress:
         """Study-wide counts, as of this worker's view of the trials; no side effects."""

@@ -19,6 +19,7 @@ def run(
     storage: str | None = None,
     workers: int = 1,
     gpus: Sequence[str] = (),
+    gpus_per_trial: int = 1,
     force: bool = False,
     timeout: float | None = None,
     checkpoint_dir: str | None = None,
@@ -27,17 +28,21 @@ def run(
 ) -> tuple[Study, Summary]:
     """Create or resume the study and run it with ``workers`` local processes until done.
 
-    With ``gpus``, the processes are dealt round-robin over them; without, they share the CPU.
+    With ``gpus``, the processes are dealt round-robin over them, in groups of
+    ``gpus_per_trial``; without, they share the CPU, each with ``gpus_per_trial`` ranks.
     ``threads`` per trial process: by default the user's OMP_NUM_THREADS / MKL_NUM_THREADS
     when set, else an equal share of the host's cores among every worker slot on it.
     """
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
+    slots = spread_slots(
+        workers, gpus, gpus_per_trial=gpus_per_trial
+    )  # bad values: nothing written
     start_trial_server(spec.objective)  # its imports overlap with opening the study
     study = create_study(spec, storage, force=force)
     summary = Worker(
         study,
-        spread_slots(workers, gpus),
+        slots,
         timeout=timeout if timeout is not None else spec.budget.timeout,
         checkpoint_dir=checkpoint_dir,
         threads=threads,
@@ -53,12 +58,18 @@ def join(
     processes: int = 1,
     gpus: Sequence[str] = (),
     per_gpu: int = 1,
+    gpus_per_trial: int = 1,
     timeout: float | None = None,
     checkpoint_dir: str | None = None,
     threads: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> tuple[Study, Summary]:
-    """Join an existing study from this machine and work on it until it is done."""
+    """Join an existing study from this machine and work on it until it is done.
+
+    Slots: ``per_gpu`` on each group of ``gpus_per_trial`` GPUs, or ``processes`` on the CPU
+    with ``gpus_per_trial`` ranks each.
+    """
+    slots = default_slots(processes, gpus, per_gpu, gpus_per_trial=gpus_per_trial)
     # The objective, read ahead in one query, lets the trial processes' server import it
     # while the study is opened (a failed read only means it starts later).
     stored = peek_user_attr(resolve_url(storage), name, SPEC_ATTR)
@@ -67,7 +78,7 @@ def join(
     study = load_study(name, storage)
     summary = Worker(
         study,
-        default_slots(processes, gpus, per_gpu),
+        slots,
         timeout=timeout if timeout is not None else study.spec.budget.timeout,
         checkpoint_dir=checkpoint_dir,
         threads=threads,

@@ -22,6 +22,8 @@ from typing import Any
 import optuna
 
 from hpo._optuna._study import trial_id
+from hpo.errors import UsageError
+from hpo.script import SLOT_GPUS_ENV
 from hpo.spec import objective_module
 from hpo.storage import this_host, utcnow, worker_id
 from hpo.worker import _protocol as msg
@@ -35,27 +37,104 @@ USER_THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one trial process runs: a GPU index as the host numbers it, or None for CPU."""
+    """Where one trial process runs.
+
+    ``gpu`` is the slot's GPUs as the host numbers them, comma-separated as
+    CUDA_VISIBLE_DEVICES takes them ("0", or "0,1" for a slot of two), or None for CPU.
+    ``ranks`` is how many processes a trial started there may run, one per GPU (torchrun's
+    ``--nproc-per-node {gpus}``); a CPU slot has ``--gpus-per-trial`` of them (gloo ranks).
+    """
 
     index: int
     gpu: str | None = None
+    ranks: int = 1
+
+    def __post_init__(self) -> None:
+        if self.gpu is not None:
+            # a GPU slot's ranks are its GPUs, whatever the caller passed
+            object.__setattr__(self, "ranks", len(self.gpu.split(",")))
 
     def env(self) -> dict[str, str]:
-        return {"CUDA_VISIBLE_DEVICES": self.gpu if self.gpu is not None else ""}
+        return {
+            "CUDA_VISIBLE_DEVICES": self.gpu if self.gpu is not None else "",
+            SLOT_GPUS_ENV: str(self.ranks),
+        }
+
+    @property
+    def label(self) -> str | None:
+        """The slot's GPUs as the fleet table and a trial's ``gpu`` attribute show them:
+        "3", "0,1", "0-3" (a run of three or more); None for CPU."""
+        return None if self.gpu is None else gpu_label(self.gpu.split(","))
 
 
-def default_slots(processes: int, gpus: Sequence[str] = (), per_gpu: int = 1) -> list[Slot]:
-    """``per_gpu`` slots on each GPU, else ``processes`` CPU slots sharing the cores."""
-    if gpus:
-        return [Slot(i, gpu=g) for i, g in enumerate(g for g in gpus for _ in range(per_gpu))]
-    return [Slot(i) for i in range(processes)]
+def gpu_groups(gpus: Sequence[str], per_trial: int) -> list[str]:
+    """``gpus`` cut into consecutive groups of ``per_trial``, as CUDA_VISIBLE_DEVICES values.
+
+    Raises UsageError when the GPUs cannot be cut evenly: a group that is short would start
+    a trial on fewer GPUs than its command asks for.
+    """
+    if per_trial < 1:
+        raise UsageError(f"--gpus-per-trial must be at least 1 (got {per_trial})")
+    if not gpus or per_trial == 1:
+        return list(gpus)
+    listed = ",".join(gpus)
+    if per_trial > len(gpus):
+        have = f"{len(gpus)} GPUs" if len(gpus) > 1 else "1 GPU"
+        raise UsageError(f"--gpus-per-trial {per_trial}: only {have} to use ({listed})")
+    if len(gpus) % per_trial:
+        fit = ",".join(gpus[: len(gpus) - len(gpus) % per_trial])
+        raise UsageError(
+            f"--gpus-per-trial {per_trial} does not divide the {len(gpus)} GPUs {listed}: "
+            f"name the ones to use, e.g. --gpus {fit}"
+        )
+    return [",".join(gpus[i : i + per_trial]) for i in range(0, len(gpus), per_trial)]
 
 
-def spread_slots(n: int, gpus: Sequence[str]) -> list[Slot]:
-    """``n`` slots dealt round-robin over ``gpus`` (CPU slots when there are none)."""
-    if not gpus:
-        return default_slots(n)
-    return [Slot(i, gpu=gpus[i % len(gpus)]) for i in range(n)]
+def default_slots(
+    processes: int, gpus: Sequence[str] = (), per_gpu: int = 1, *, gpus_per_trial: int = 1
+) -> list[Slot]:
+    """``per_gpu`` slots on each group of ``gpus_per_trial`` GPUs, else ``processes`` CPU
+    slots sharing the cores, each with ``gpus_per_trial`` ranks."""
+    groups = gpu_groups(gpus, gpus_per_trial)
+    if groups:
+        return [Slot(i, gpu=g) for i, g in enumerate(g for g in groups for _ in range(per_gpu))]
+    return [Slot(i, ranks=gpus_per_trial) for i in range(processes)]
+
+
+def spread_slots(n: int, gpus: Sequence[str], *, gpus_per_trial: int = 1) -> list[Slot]:
+    """``n`` slots dealt round-robin over ``gpus`` in groups of ``gpus_per_trial`` (CPU
+    slots of that many ranks when there are none)."""
+    groups = gpu_groups(gpus, gpus_per_trial)
+    if not groups:
+        return default_slots(n, gpus_per_trial=gpus_per_trial)
+    return [Slot(i, gpu=groups[i % len(groups)]) for i in range(n)]
+
+
+def gpu_label(ids: Sequence[str]) -> str:
+    """GPU indices for a table: runs of three or more consecutive ones shortened to "a-b"."""
+    parts: list[str] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and _next(ids[j], ids[j + 1]):
+            j += 1
+        if j - i >= 2:
+            parts.append(f"{ids[i]}-{ids[j]}")
+        else:
+            parts.extend(ids[i : j + 1])
+        i = j + 1
+    label = ",".join(parts)
+    # the fleet table's column holds 32 characters; a label that long says only how many
+    return label if len(label) <= 32 else f"{len(ids)} GPUs"
+
+
+def _next(a: str, b: str) -> bool:
+    return a.isdigit() and b.isdigit() and int(b) == int(a) + 1
+
+
+def slot_ranks(slots: Sequence[Slot]) -> int:
+    """Processes the slots may run at once, which share this host's cores."""
+    return sum(s.ranks for s in slots)
 
 
 def host_cores() -> int:
@@ -154,7 +233,7 @@ def fleet_rows(
             "host": host,
             "pid": pid,
             "slot": proc.slot.index,
-            "gpu": proc.slot.gpu,
+            "gpu": proc.slot.label,
             "trial_number": proc.running.trial.number if proc.running else None,
             "state": "running" if proc.running else idle,
             "started_at": started_at,
