@@ -45,9 +45,15 @@ def _pdeathsig() -> Callable[[], None] | None:
 
 
 class ScriptProcess:
-    """A running command; ``on_line`` gets each line of its stdout and stderr (two threads)."""
+    """A running command; ``on_line`` gets each line of its stdout and stderr (two threads),
+    and ``on_close`` is called as each of the two streams reaches its end."""
 
-    def __init__(self, launch: Launch, on_line: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        launch: Launch,
+        on_line: Callable[[str], None],
+        on_close: Callable[[], None] = lambda: None,
+    ) -> None:
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self.popen = subprocess.Popen(
             launch.argv,
@@ -64,13 +70,13 @@ class ScriptProcess:
         self._readers = [
             threading.Thread(
                 target=_pump,
-                args=(self.popen.stdout, launch.stdout, on_line, None),
+                args=(self.popen.stdout, launch.stdout, on_line, None, on_close),
                 name="hpo-script-stdout",
                 daemon=True,
             ),
             threading.Thread(
                 target=_pump,
-                args=(self.popen.stderr, launch.stderr, on_line, self.stderr_tail),
+                args=(self.popen.stderr, launch.stderr, on_line, self.stderr_tail, on_close),
                 name="hpo-script-stderr",
                 daemon=True,
             ),
@@ -139,6 +145,7 @@ def _pump(
     log_path: Path,
     on_line: Callable[[str], None],
     tail: collections.deque[str] | None,
+    on_close: Callable[[], None],
 ) -> None:
     """Copy a stream to its log file as it comes, and hand each complete line on."""
     partial = b""
@@ -159,6 +166,7 @@ def _pump(
         if partial:
             _line(partial, on_line, tail)
     pipe.close()
+    on_close()
 
 
 def _line(raw: bytes, on_line: Callable[[str], None], tail: collections.deque[str] | None) -> None:
