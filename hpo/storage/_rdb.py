@@ -106,7 +106,9 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
             # Processes that open a fresh database at once (workers starting together, the
             # dashboard beside a first run) race to create its tables; the loser finds them
             # made by the winner and only has to look again.
-            if "already exists" in str(e) and attempt + 1 < _SCHEMA_ATTEMPTS:
+            # A connection the server dropped after accepting it (a restart, an operator's
+            # pg_terminate_backend) is worth another try; a refused one (a typo) is not.
+            if ("already exists" in str(e) or _dropped(e)) and attempt + 1 < _SCHEMA_ATTEMPTS:
                 time.sleep(0.1 * (attempt + 1))
                 continue
             raise StorageError(f"cannot open storage {mask(url)!r}: {_reason(e)}") from None
@@ -136,6 +138,13 @@ def _reason(e: BaseException) -> str:
     orig = getattr(e, "orig", None) or e
     text = " ".join(str(orig).split())
     return text[:300]
+
+
+def _dropped(e: BaseException) -> bool:
+    if isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated:
+        return True
+    cause = e.__cause__
+    return cause is not None and cause is not e and _dropped(cause)
 
 
 def is_transient(e: BaseException) -> bool:
