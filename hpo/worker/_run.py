@@ -57,8 +57,13 @@ def join(
     checkpoint_dir: str | None = None,
     threads: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    on_sigterm: str | None = None,
 ) -> tuple[Study, Summary]:
-    """Join an existing study from this machine and work on it until it is done."""
+    """Join an existing study from this machine and work on it until it is done.
+
+    ``on_sigterm``: "drain" or "preempt" (see ``hpo.worker.SIGTERM_ACTIONS``); None: preempt
+    inside a Slurm job or a Kubernetes pod, drain elsewhere.
+    """
     # The objective, read ahead in one query, lets the trial processes' server import it
     # while the study is opened (a failed read only means it starts later).
     stored = peek_user_attr(resolve_url(storage), name, SPEC_ATTR)
@@ -72,5 +77,6 @@ def join(
         checkpoint_dir=checkpoint_dir,
         threads=threads,
         on_progress=on_progress,
+        on_sigterm=on_sigterm,
     ).work()
     return study, summary
