@@ -166,6 +166,10 @@ def test_scancel_of_one_task_mid_trial_loses_nothing(
         "COMPLETED",
     ]
     assert_preempted_and_resumed(pg_url, number, 3)
+    # hpo export says it too, as its own outcome, beside the user attribute the dashboard shows
+    export = json.loads(run_hpo("export", "slurmy", "--format", "json", HPO_STORAGE=pg_url).stdout)
+    (row,) = [r for r in export if r["number"] == number]
+    assert row["outcome"] == "preempted" and row["user_attrs"]["preempted"] is True
 
 
 def test_a_preemption_signal_mid_trial_requeues_the_task_and_the_trial_resumes(

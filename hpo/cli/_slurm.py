@@ -186,9 +186,8 @@ def slurm(
 
 def _spec_of(study: str) -> StudySpec | None:
     """The spec STUDY names, when it is a spec's path; None for a study name."""
+    from hpo.cli._target import spec_path
     from hpo.spec import load_spec
 
-    path = Path(study)
-    if path.suffix.lower() in (".yaml", ".yml", ".json") and (path.is_file() or os.sep in study):
-        return load_spec(path)
-    return None
+    path = spec_path(study)
+    return None if path is None else load_spec(path)
