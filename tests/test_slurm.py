@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy as sa
-from conftest import run_hpo, write_spec
+from conftest import hpo_env, run_hpo, write_spec
 from slurm_cluster import SlurmCluster
 
 from hpo.study import OUTCOMES
@@ -298,3 +300,37 @@ def test_this_job_names_a_slurm_array_task(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
     assert this_job() == "40_1"
     assert os.environ["SLURM_JOB_ID"] == "41"
+
+
+# -- preemption outside Slurm ---------------------------------------------------------------
+def test_sigusr1_preempts_anywhere_and_sigterm_with_on_sigterm_preempt(tmp_path: Path) -> None:
+    """Outside a scheduler's job SIGTERM drains (test_faults.py); `--on-sigterm preempt` makes
+    it preempt, and SIGUSR1 always does: exit 143 and 138, both attempts preempted, the
+    trial queued again each time although max_retries is 0."""
+    spec(tmp_path, n_trials=1, steps=40, step_s=0.1)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert run_hpo("create", "slurmy.yaml", cwd=tmp_path, HPO_STORAGE=url).returncode == 0
+    marker = tmp_path / "ckpt"
+    for args, sig, code in (
+        (["--on-sigterm", "preempt"], signal.SIGTERM, 143),
+        ([], signal.SIGUSR1, 138),
+    ):
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "hpo.cli", "worker", "slurmy", "--gpus", "none", *args],
+            cwd=tmp_path,
+            env=hpo_env(HPO_STORAGE=url),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(
+            "a trial mid-way",
+            lambda: any(int(p.read_text() or 0) >= 2 for p in marker.glob("*/*/progress")),
+        )
+        worker.send_signal(sig)
+        _, err = worker.communicate(timeout=60)
+        assert worker.returncode == code, err
+        assert "preempted" in err
+        for p in marker.glob("*/*/progress"):
+            p.write_text("0")  # the next attempt runs long enough to be caught mid-way too
+    assert outcomes(url) == {"preempted": 2, "waiting": 1}
