@@ -379,15 +379,7 @@ class Worker:
         self._storage.flush()  # reports of running trials reach the database once a tick
         self._read_stop_requests(now)
         if self.state.phase is Phase.STOPPING:
-            end_all(self._procs)
-            preempted = self.state.preempted
-            reason = (
-                self._preempted_reason()
-                if preempted
-                else "stopped before finishing; left for a retry"
-            )
-            for proc in self._procs:
-                self._abandon(proc, reason, preempted=preempted)
+            self._end_and_give_back(self._procs, "stopped before finishing; left for a retry")
         progress = self._progress()
         self.state.study_idle = is_idle(progress, grace_s=self._spec.retry.grace_period)
         self._update_fleet()
@@ -438,14 +430,22 @@ class Worker:
 
     def _teardown(self) -> None:
         running = [proc for proc in self._procs if proc.running is not None]
-        end_all(running)
-        for proc in running:
-            self._abandon(proc, "worker stopped before the trial finished; left for a retry")
+        self._end_and_give_back(
+            running, "worker stopped before the trial finished; left for a retry"
+        )
         stop_all(self._procs)
         try:
             mark_stopped(self.study.budget.engine, self._host, self._pid)
         except Exception as e:  # best effort: the study's trials are what matter
             log.warning("could not mark this worker stopped: %s", type(e).__name__)
+
+    def _end_and_give_back(self, procs: Sequence[TrialProcess], reason: str) -> None:
+        """End the trials of ``procs`` now and give them back: preempted, when the worker is."""
+        end_all(procs)
+        preempted = self.state.preempted
+        for proc in procs:
+            why = self._preempted_reason() if preempted else reason
+            self._abandon(proc, why, preempted=preempted)
 
     def _preempted_reason(self) -> str:
         return f"{self.state.reason}; queued again to resume from its checkpoints"
