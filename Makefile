@@ -31,6 +31,10 @@ test: install
 	-@command -v chromium >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 	  >/dev/null) 2>/dev/null || true
+	@# Slurm and munge for tests/test_slurm.py, which starts a one-node cluster itself (Debian's).
+	-@command -v slurmctld >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge \
+	  >/dev/null) 2>/dev/null || true
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,13 @@ def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def hpo_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
+    # Nor a scheduler's job (a CI runner in a Slurm job or a Kubernetes pod): there a worker's
+    # SIGTERM would preempt rather than drain, and a test would run in another world.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HPO_", "SLURM_")) and k != "KUBERNETES_SERVICE_HOST"
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
@@ -102,3 +109,21 @@ def toy_spec(n_trials: int = 8, *, pruner: bool = True) -> str:
 def write_spec(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real one-node Slurm cluster (munged, slurmctld, slurmd on loopback), started once per
+    session (tests/slurm_cluster.py). In CI (CI=true) one that cannot start fails the test."""
+    from slurm_cluster import SlurmCluster, SlurmUnavailable
+
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except SlurmUnavailable as e:
+        cluster.stop()
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Slurm is required in CI and did not start: {e}")
+        pytest.skip(f"no Slurm: {e}")
+    yield cluster
+    cluster.stop()

@@ -138,6 +138,7 @@ def test_a_command_study_reports_prunes_retries_and_fails_as_its_script_does(
     assert seen["cwd"] == str(tmp_path.resolve())
     assert seen["argv"][:4] == ["--config", str(dirs["client"] / "config.yaml"), "--case", "client"]
     assert "--resume" not in seen["argv"]  # nothing to resume: the flag went with it
+    assert seen["ignored"] == []  # the trial process ignores SIGINT and SIGUSR1; not the script
     env = seen["env"]
     assert env["HPO_TRIAL_NUMBER"] == str(one("client").number)
     assert env["HPO_TRIAL_DIR"] == str(dirs["client"])

@@ -4,7 +4,12 @@
 their commands on it when imported here; ``_console`` formats what they print.
 """
 
-from hpo.cli import _inspect, _logs, _run  # noqa: F401  (importing them registers their commands)
+from hpo.cli import (  # noqa: F401  (importing them registers their commands)
+    _inspect,
+    _logs,
+    _run,
+    _slurm,
+)
 from hpo.cli._app import entry, main
 
 __all__ = ["entry", "main"]

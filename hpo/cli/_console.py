@@ -93,7 +93,9 @@ def print_summary(study: Study, summary: Summary) -> StudySummary:
         f"{study.name}: this worker ran {summary.ran} trial(s) "
         # The README's words: a failed attempt that was retried is "retried", not "failed".
         f"({summary.complete} complete, {summary.pruned} pruned, "
-        f"{max(0, summary.failed - summary.retried)} failed, {summary.retried} retried); "
+        f"{max(0, summary.failed - summary.retried)} failed, {summary.retried} retried"
+        + (f", {summary.preempted} preempted" if summary.preempted else "")
+        + "); "
         f"{summary.stop_reason or 'done'}"
     )
     err.print(f"study {study.name}: {finished_text(s)} ({counts_text(s)})", markup=False)
@@ -202,10 +204,13 @@ def print_status(st: Status, fmt: str) -> None:
         out.print(table)
     if st.workers:
         table = Table(title="workers")
-        for col in ("host", "pid", "slot", "gpu", "state", "trial", "last heartbeat (UTC)"):
+        jobs = any(w.get("job") for w in st.workers)  # the scheduler's job, when one ran it
+        cols = ("job",) * jobs + ("host", "pid", "slot", "gpu", "state", "trial")
+        for col in (*cols, "last heartbeat (UTC)"):
             table.add_column(col)
         for w in st.workers:
             table.add_row(
+                *(w.get("job") or "-",) * jobs,
                 w["host"],
                 str(w["pid"]),
                 str(w["slot"]),

@@ -146,6 +146,15 @@ def create(spec: Path, storage: str | None, force: bool) -> None:
     help="Stop starting trials after this long.",
 )
 @threads_option
+@click.option(
+    "--on-sigterm",
+    type=click.Choice(["drain", "preempt"]),
+    envvar="HPO_ON_SIGTERM",
+    help="What SIGTERM does: drain (finish the running trials; a second signal abandons them) "
+    "or preempt (end them now, queued again to resume from their checkpoints, not counted "
+    "against max_retries) (env HPO_ON_SIGTERM) [default: preempt inside a Slurm job or a "
+    "Kubernetes pod, else drain]. SIGUSR1 always preempts.",
+)
 @handle_errors
 def worker(
     study: str,
@@ -157,14 +166,16 @@ def worker(
     timeout: float | None,
     checkpoint_dir: str | None,
     threads: int | None,
+    on_sigterm: str | None,
 ) -> None:
     """Join STUDY (env HPO_STUDY) from this machine: one trial process per GPU slot.
 
     STUDY is a study name or the path of the spec it was created from.
 
     Exit codes: 0 done, 1 failed (every trial failed, storage unreachable), 2 usage or spec
-    error, 130 interrupted by SIGINT (Ctrl-C) and 143 by SIGTERM. The first signal finishes
-    the running trials, a second abandons them for a retry; the code is the same.
+    error, 130 interrupted by SIGINT (Ctrl-C) and 143 by SIGTERM; 138 preempted by SIGUSR1.
+    The first SIGINT (or SIGTERM, see --on-sigterm) finishes the running trials, a second
+    abandons them for a retry; the code is the same.
     """
     from hpo.cli import _console
     from hpo.worker import join
@@ -186,6 +197,7 @@ def worker(
             checkpoint_dir=checkpoint_dir,
             threads=threads,
             on_progress=on_progress,
+            on_sigterm=on_sigterm,
         )
     state = _console.print_summary(loaded, summary)
     exit_with(exit_code(summary, loaded, state), loaded)

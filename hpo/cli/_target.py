@@ -40,11 +40,19 @@ def storage_origin(storage: str | None, spec_storage: str | None, url: str) -> s
     return f"{mask(url)} ({origin})"
 
 
+def spec_path(study: str) -> Path | None:
+    """STUDY as the path of a spec, or None when it is a study name."""
+    path = Path(study)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") and (path.is_file() or os.sep in study):
+        return path
+    return None
+
+
 def target(study: str, storage: str | None) -> tuple[str, str]:
     """STUDY as a study name or the path of its spec, and the storage the rule picks for it."""
     spec_storage = None
-    path = Path(study)
-    if path.suffix.lower() in (".yaml", ".yml", ".json") and (path.is_file() or os.sep in study):
+    path = spec_path(study)
+    if path is not None:
         from hpo.spec import load_spec
 
         loaded = load_spec(path, check_objective=False)

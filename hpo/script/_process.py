@@ -40,6 +40,10 @@ def _pdeathsig() -> Callable[[], None] | None:
 
     def die_with_trial() -> None:
         prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the trial process's death kills it
+        # An ignored signal stays ignored across exec: the trial process ignores these (they
+        # are its worker's to act on), but the script gets them as it would run by hand.
+        for sig in (signal.SIGINT, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
 
     return die_with_trial
 

@@ -10,6 +10,7 @@ from hpo.storage._fleet import (
     orphan_trial_ids,
     stale_trials,
     this_host,
+    this_job,
     upsert_workers,
     utcnow,
     worker_id,
@@ -30,6 +31,8 @@ from hpo.storage._rdb import (
     study_checkpoint_dir,
 )
 from hpo.storage._retries import (
+    PREEMPTED_ATTEMPTS_ATTR,
+    PREEMPTED_ATTR,
     StaleTrialRetry,
     logical_trial_number,
     retried_numbers,
@@ -41,6 +44,8 @@ from hpo.storage._write_through import WriteThroughStorage
 __all__ = [
     "DEFAULT_STORAGE",
     "HERE_FILE",
+    "PREEMPTED_ATTEMPTS_ATTR",
+    "PREEMPTED_ATTR",
     "STUDY_UID_ATTR",
     "Budget",
     "BudgetView",
@@ -69,6 +74,7 @@ __all__ = [
     "study_checkpoint_dir",
     "study_storage",
     "this_host",
+    "this_job",
     "upsert_workers",
     "utcnow",
     "worker_id",

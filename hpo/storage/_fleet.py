@@ -10,6 +10,7 @@ and retried by whichever worker notices first.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,19 @@ def utcnow() -> dt.datetime:
 
 def this_host() -> str:
     return socket.gethostname()
+
+
+def this_job() -> str | None:
+    """The scheduler job this process runs in, as its scheduler names it, or None.
+
+    Slurm: ``JOB_TASK`` for a task of an array (``1234_0``, as ``squeue`` and ``scancel``
+    take it), else the job id.
+    """
+    env = os.environ
+    array, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return env.get("SLURM_JOB_ID") or None
 
 
 def worker_id(host: str, pid: int, slot: int | None = None) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hpo.errors import NoDatabase, StorageError, UsageError
-from hpo.storage._tables import budget_table, metadata
+from hpo.storage._tables import budget_table, metadata, upgrade
 
 if TYPE_CHECKING:
     import optuna
@@ -99,6 +99,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
             metadata.create_all(storage.engine)
+            upgrade(storage.engine)
             return storage
         except ImportError as e:
             raise StorageError(f"no driver for {mask(url)!r}: {e}") from None

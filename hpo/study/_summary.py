@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hpo.storage import logical_trial_number, retried_numbers
+from hpo.storage import PREEMPTED_ATTR, logical_trial_number, retried_numbers
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -46,7 +46,6 @@ OUTCOMES = ("complete", "pruned", "failed", "preempted", "retried", "waiting", "
 #: Trials per minute are counted over this window: long enough to smooth out trials that
 #: end together, short enough to follow a change of pace (a worker joining or leaving).
 RATE_WINDOW_S = 300.0
-PREEMPTED_ATTR = "preempted"  # system attribute a worker sets on an attempt it was preempted in
 
 
 def sign(direction: str) -> int:

@@ -27,10 +27,12 @@ _EXPORTS = {
     "LoopState": "hpo.worker._state",
     "Phase": "hpo.worker._state",
     "Progress": "hpo.worker._state",
+    "SIGTERM_ACTIONS": "hpo.worker._state",
     "Summary": "hpo.worker._state",
 }
 
 __all__ = [
+    "SIGTERM_ACTIONS",
     "THREADS_ENV",
     "LoopState",
     "Phase",
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
         spread_slots,
         start_trial_server,
     )
-    from hpo.worker._state import LoopState, Phase, Progress, Summary
+    from hpo.worker._state import SIGTERM_ACTIONS, LoopState, Phase, Progress, Summary
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,8 @@
 
 A trial is given back when its process died, the worker is stopped before it finished, it
 ran past ``trial_timeout`` (failed, not retried), its worker was lost (no heartbeat for the
-grace period), or its worker died before its first heartbeat. Each time: the reason is
+grace period), its worker died before its first heartbeat, or its worker was preempted
+(queued again whatever ``max_retries`` says). Each time: the reason is
 recorded, the trial is failed (only if nobody finished it meanwhile), and a retry is queued
 once, within the retry limit, resuming from the trial's checkpoints.
 """
@@ -17,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo._optuna._study import study_id
-from hpo.storage import StaleTrialRetry, orphan_trial_ids, stale_trials
+from hpo.storage import PREEMPTED_ATTR, StaleTrialRetry, orphan_trial_ids, stale_trials
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -38,10 +39,20 @@ class Recovery:
     study: Study
     storage: WorkerStorage
 
-    def give_back(self, trial_id: int, reason: str, *, retry: bool = True) -> GivenBack:
-        """Fail the trial with ``reason`` and, with ``retry``, queue its retry once."""
+    def give_back(
+        self, trial_id: int, reason: str, *, retry: bool = True, preempted: bool = False
+    ) -> GivenBack:
+        """Fail the trial with ``reason`` and, with ``retry``, queue its retry once.
+
+        A ``preempted`` trial is marked so (``hpo.storage.PREEMPTED_ATTR``, which every view
+        counts as its own outcome, and a user attribute the dashboard shows), and its retry
+        does not count against ``max_retries``.
+        """
         try:
             self.storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            if preempted:
+                self.storage.set_trial_system_attr(trial_id, PREEMPTED_ATTR, True)
+                self.storage.set_trial_user_attr(trial_id, PREEMPTED_ATTR, True)
             if not self.storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 return GivenBack(False, False)
         except optuna.exceptions.UpdateFinishedTrialError:

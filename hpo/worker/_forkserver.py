@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal
 
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 if __name__ != "__main__":
@@ -24,6 +25,11 @@ if __name__ != "__main__":
     # It still exits when its worker does (its pipe from the worker closes).
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
+    # Slurm ends a job (time limit, scancel, requeue) by signalling every process in it,
+    # whatever its group: the server must outlive its trial processes' graceful end, which
+    # their worker oversees. Its children inherit the same, until they set their own.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 import hpo.spec  # the trial process resolves its objective with it
 import hpo.worker._trial_process

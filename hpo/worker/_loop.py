@@ -15,7 +15,11 @@ Guarantees, and where they come from:
   stop heartbeating and any live worker gives them back with the reason
   (``_faults.Recovery``), and their retry resumes from the trial's checkpoint directory;
 - first SIGINT/SIGTERM (or ``hpo stop``) finishes the running trials, a second abandons
-  them to be retried; either way the command exits 130 (SIGINT) or 143 (SIGTERM).
+  them to be retried; either way the command exits 130 (SIGINT) or 143 (SIGTERM);
+- preemption: SIGUSR1 (Slurm's warning, ``--signal=B:USR1@N``), and SIGTERM inside a Slurm
+  job or a Kubernetes pod (``on_sigterm``), end the running trials at once; each is recorded
+  as preempted and queued again with its parameters, not counted against ``max_retries``,
+  and resumes from its checkpoints on whichever worker takes it (exit 138 or 143).
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ from hpo.worker._state import (
     Progress,
     Summary,
     install_signal_handlers,
+    is_idle,
+    sigterm_action,
     study_progress,
 )
 
@@ -80,6 +86,9 @@ log = logging.getLogger("hpo.worker")
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 POLL_S = 0.5  # how long the loop blocks waiting for trial processes between ticks
+# A scheduler ending a job signals each of its processes: a trial process ended that way is
+# seen a moment before the worker's own signal may be; this long, the worker waits for it.
+OWN_SIGNAL_WAIT_S = 2.0
 START_TIMEOUT_S = 300  # importing torch on a cold disk can be slow
 
 
@@ -98,6 +107,7 @@ class Worker:
     # nothing from it and would let the sampler decide a trial earlier than it must.
     prefetch_below_s: float = 60.0
     summary: Summary = field(default_factory=Summary)
+    on_sigterm: str | None = None  # "drain" or "preempt"; None: preempt in a scheduler's job
 
     def __post_init__(self) -> None:
         self._spec = self.study.spec
@@ -118,6 +128,7 @@ class Worker:
         self._host, self._pid = this_host(), os.getpid()
         self._uid: str | None = None  # the study's identity, read under the lock
         self._threads = trial_threads(self.threads, slot_ranks(self.slots))
+        self._sigterm = sigterm_action(self.on_sigterm)
 
     # -- the loop ----------------------------------------------------------------------
     def work(self) -> Summary:
@@ -171,7 +182,7 @@ class Worker:
                 raise
             return False  # the loop backs off on its next storage call
         progress = self._progress()
-        self.state.study_idle = progress.running == 0 and progress.waiting == 0
+        self.state.study_idle = is_idle(progress, grace_s=self._spec.retry.grace_period)
         return self.state.study_idle
 
     def _back_off(self, e: Exception) -> None:
@@ -300,22 +311,40 @@ class Worker:
                 self.summary.fatal or f"a trial process exited while starting (code {code})"
             )
             return
+        if code == msg.INTERRUPTED_EXIT and self.state.phase is not Phase.STOPPING:
+            self._await_own_signal()  # a SIGTERM from outside: the whole job may be ending
+        if self.state.preempted:
+            self._abandon(proc, self._preempted_reason(), preempted=True)
+            return
         self._abandon(proc, f"trial process died (exit code {code})")
         if self.summary.fatal or self.state.phase is Phase.STOPPING:
             return
         log.warning("slot %d: trial process died (exit code %s); restarting", proc.slot.index, code)
         self._respawn(proc)
 
-    def _abandon(self, proc: TrialProcess, reason: str, *, retry: bool = True) -> None:
-        """Give the slot's running trial back (a retry, unless ``retry`` is False); a trial
-        sent ahead goes back to the queue untouched."""
+    def _await_own_signal(self) -> None:
+        deadline = time.monotonic() + OWN_SIGNAL_WAIT_S
+        while self.state.phase is not Phase.STOPPING and time.monotonic() < deadline:
+            time.sleep(0.05)  # the signal handler runs in this thread, between the sleeps
+
+    def _abandon(
+        self, proc: TrialProcess, reason: str, *, retry: bool = True, preempted: bool = False
+    ) -> None:
+        """Give the slot's running trial back (a retry, unless ``retry`` is False; preempted:
+        not counted against ``max_retries``); a trial sent ahead goes back to the queue
+        untouched."""
         if proc.queued is not None:
             self._requeue(proc, trial_id(proc.queued.trial))
         if proc.running is None:
             return
-        given = self._recovery.give_back(trial_id(proc.running.trial), reason, retry=retry)
-        self.summary.retried += given.retried
-        self.summary.failed += 1
+        given = self._recovery.give_back(
+            trial_id(proc.running.trial), reason, retry=retry, preempted=preempted
+        )
+        if preempted:
+            self.summary.preempted += 1
+        else:
+            self.summary.retried += given.retried
+            self.summary.failed += 1
         proc.running = None
 
     def _requeue(self, proc: TrialProcess, given_back: int) -> None:
@@ -353,11 +382,9 @@ class Worker:
         self._storage.flush()  # reports of running trials reach the database once a tick
         self._read_stop_requests(now)
         if self.state.phase is Phase.STOPPING:
-            end_all(self._procs)
-            for proc in self._procs:
-                self._abandon(proc, "stopped before finishing; left for a retry")
+            self._end_and_give_back(self._procs, "stopped before finishing; left for a retry")
         progress = self._progress()
-        self.state.study_idle = progress.running == 0 and progress.waiting == 0
+        self.state.study_idle = is_idle(progress, grace_s=self._spec.retry.grace_period)
         self._update_fleet()
         if self.on_progress is not None:
             self.on_progress(progress)
@@ -406,19 +433,33 @@ class Worker:
 
     def _teardown(self) -> None:
         running = [proc for proc in self._procs if proc.running is not None]
-        end_all(running)
-        for proc in running:
-            self._abandon(proc, "worker stopped before the trial finished; left for a retry")
+        self._end_and_give_back(
+            running, "worker stopped before the trial finished; left for a retry"
+        )
         stop_all(self._procs)
         try:
             mark_stopped(self.study.budget.engine, self._host, self._pid)
         except Exception as e:  # best effort: the study's trials are what matter
             log.warning("could not mark this worker stopped: %s", type(e).__name__)
 
+    def _end_and_give_back(self, procs: Sequence[TrialProcess], reason: str) -> None:
+        """End the trials of ``procs`` now and give them back: preempted, when the worker is."""
+        end_all(procs)
+        preempted = self.state.preempted
+        for proc in procs:
+            why = self._preempted_reason() if preempted else reason
+            self._abandon(proc, why, preempted=preempted)
+
+    def _preempted_reason(self) -> str:
+        return f"{self.state.reason}; queued again to resume from its checkpoints"
+
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         self.summary.signal = self.summary.signal or signum  # the exit code tells it
-        if self.state.phase is Phase.RUNNING:
+        if signum == signal.SIGUSR1 or (signum == signal.SIGTERM and self._sigterm == "preempt"):
+            self.state.preempt(f"worker preempted ({name})")
+            log.warning("preempted (%s): ending the running trials now", name)
+        elif self.state.phase is Phase.RUNNING:
             self.state.drain(f"{name}: finishing running trials")
             log.warning("finishing running trials; send the signal again to stop now")
         else:

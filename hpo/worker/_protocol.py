@@ -25,6 +25,8 @@ from hpo.context import TrialContext
 #: How long a trial process has, after its worker's SIGTERM, to end its trial and exit (an
 #: objective's ``finally`` blocks, a script's process group) before it is killed.
 END_GRACE_S = 10.0
+#: A trial process's exit code when SIGTERM ended it (128 + SIGTERM, as a shell reports it).
+INTERRUPTED_EXIT = 143
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,15 @@ def join(
     checkpoint_dir: str | None = None,
     threads: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    on_sigterm: str | None = None,
 ) -> tuple[Study, Summary]:
     """Join an existing study from this machine and work on it until it is done.
 
     Slots: ``per_gpu`` on each group of ``gpus_per_trial`` GPUs, or ``processes`` on the CPU
     with ``gpus_per_trial`` ranks each.
+
+    ``on_sigterm``: "drain" or "preempt" (see ``hpo.worker.SIGTERM_ACTIONS``); None: preempt
+    inside a Slurm job or a Kubernetes pod, drain elsewhere.
     """
     slots = default_slots(processes, gpus, per_gpu, gpus_per_trial=gpus_per_trial)
     # The objective, read ahead in one query, lets the trial processes' server import it
@@ -83,5 +87,6 @@ def join(
         checkpoint_dir=checkpoint_dir,
         threads=threads,
         on_progress=on_progress,
+        on_sigterm=on_sigterm,
     ).work()
     return study, summary

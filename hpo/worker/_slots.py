@@ -25,7 +25,7 @@ from hpo._optuna._study import trial_id
 from hpo.errors import UsageError
 from hpo.script import SLOT_GPUS_ENV
 from hpo.spec import objective_module
-from hpo.storage import this_host, utcnow, worker_id
+from hpo.storage import this_host, this_job, utcnow, worker_id
 from hpo.worker import _protocol as msg
 from hpo.worker import _trial_process as tp
 
@@ -225,7 +225,7 @@ def fleet_rows(
 ) -> list[dict[str, Any]]:
     """This worker's rows of the fleet table, one per slot; ``idle`` names a free slot's
     state ("idle", or "draining" once it takes no more trials)."""
-    host, pid, now = this_host(), os.getpid(), utcnow()
+    host, pid, now, job = this_host(), os.getpid(), utcnow(), this_job()
     return [
         {
             "worker_id": worker_id(host, pid, proc.slot.index),
@@ -238,6 +238,7 @@ def fleet_rows(
             "state": "running" if proc.running else idle,
             "started_at": started_at,
             "heartbeat_at": now,
+            "job": job,
         }
         for proc in procs
     ]

@@ -240,7 +240,9 @@ def main(conn: Connection, objective_ref: str, env: Mapping[str, str], parent: i
     try:
         _serve(conn, objective_ref)
     except TrialInterrupted:
-        return  # the worker ended the trial and gives it back; the objective's finally ran
+        # The worker ended the trial and gives it back, or a signal to every process of a
+        # Slurm job did (the exit code tells the worker); the objective's finally ran.
+        sys.exit(msg.INTERRUPTED_EXIT)
     except (EOFError, BrokenPipeError, OSError):
         return  # the worker is gone
 
@@ -273,6 +275,7 @@ def _own_signals() -> None:
     with contextlib.suppress(OSError):  # already a group leader (a session leader, say)
         os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # preemption's warning is the worker's
     signal.signal(signal.SIGTERM, _interrupt)
 
 

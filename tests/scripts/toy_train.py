@@ -35,6 +35,10 @@ trial_dir = Path(os.environ.get("HPO_TRIAL_DIR", "."))
 number = os.environ.get("HPO_TRIAL_NUMBER", "0")
 seen = {"argv": sys.argv[1:], "cwd": os.getcwd()}
 seen["env"] = {k: v for k, v in os.environ.items() if k.startswith("HPO_") or k == "RANK"}
+# What a terminal's Ctrl-C and Slurm's USR1 would do to it: as when run by hand, not ignored
+seen["ignored"] = [
+    s.name for s in (signal.SIGINT, signal.SIGUSR1) if signal.getsignal(s) is signal.SIG_IGN
+]
 (trial_dir / f"seen-{number}.json").write_text(json.dumps(seen))
 
 config = {"model": {"x": 0.0}, "training": {"epochs": 3, "checkpoint_dir": "ckpt"}}
