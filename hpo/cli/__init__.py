@@ -4,7 +4,7 @@
 their commands on it when imported here; ``_console`` formats what they print.
 """
 
-from hpo.cli import _inspect, _run  # noqa: F401  (importing them registers their commands)
+from hpo.cli import _inspect, _k8s, _run  # noqa: F401  (importing them registers their commands)
 from hpo.cli._app import entry, main
 
 __all__ = ["entry", "main"]
