@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy as sa
-from coordination import SPACE, drop_storage, env, fresh_storage
+from coordination import PG_ADMIN, SPACE, drop_storage, env, fresh_storage
 
 SPEC = """\
 name: scale
@@ -88,11 +89,15 @@ class Sampler(threading.Thread):
         query = sa.text(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND wait_event_type = 'Lock'"
         )
-        with self.engine.connect() as con:
-            while not self.done.wait(0.1):
-                waiting = con.execute(query, {"db": self.database}).scalar_one()
-                con.rollback()
-                self.samples.append((time.time(), int(waiting), *_cpu_jiffies()))
+        while not self.done.is_set():
+            try:
+                with self.engine.connect() as con:
+                    while not self.done.wait(0.1):
+                        waiting = con.execute(query, {"db": self.database}).scalar_one()
+                        con.rollback()
+                        self.samples.append((time.time(), int(waiting), *_cpu_jiffies()))
+            except sa.exc.OperationalError:  # the server restarted (other work on it): again
+                self.done.wait(0.2)
         self.engine.dispose()
 
     def between(self, start: float, end: float) -> tuple[float, float]:
@@ -108,6 +113,15 @@ def _cpu_jiffies() -> tuple[int, int]:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return sum(fields) - idle, sum(fields)
+
+
+def server_started(url: str) -> str:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            return str(con.execute(sa.text("SELECT pg_postmaster_start_time()")).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def starts(url: str, study: str) -> list[float]:
@@ -185,6 +199,7 @@ def run_plain(url: str, processes: int, gate: Path, args: argparse.Namespace) ->
 
 def measure(setup: str, processes: int, args: argparse.Namespace) -> dict:
     url = fresh_storage("postgres", Path(args.tmp))
+    started = server_started(url)
     database = sa.engine.make_url(url).database
     gate = Path(tempfile.mkdtemp(dir=args.tmp))
     sampler = Sampler(url, str(database))
@@ -197,6 +212,7 @@ def measure(setup: str, processes: int, args: argparse.Namespace) -> dict:
         sampler.join()
         drop_storage(url)
     end = start + args.window
+    restarted = server_started(PG_ADMIN) != started
     inside = [t for t in rows if start <= t <= end]
     span = end - start
     waiting, busy = sampler.between(start, end)
@@ -209,10 +225,23 @@ def measure(setup: str, processes: int, args: argparse.Namespace) -> dict:
         "starts_per_s": round(len(inside) / span, 1),
         "mean_lock_waiters": round(waiting, 2),
         "cpu_busy": round(busy, 2),
+        # The machine's 1-minute load average after the point: other work on it shows here.
+        "load_1min": round(os.getloadavg()[0], 1),
+        # Other work on this machine restarts the server now and then: such a point is void.
+        "server_restarted": restarted,
     }
 
 
-COLS = ["setup", "processes", "trials", "window_s", "starts_per_s", "mean_lock_waiters", "cpu_busy"]
+COLS = [
+    "setup",
+    "processes",
+    "trials",
+    "window_s",
+    "starts_per_s",
+    "mean_lock_waiters",
+    "cpu_busy",
+    "load_1min",
+]
 
 
 def main() -> None:
@@ -236,6 +265,10 @@ def main() -> None:
         for processes in args.processes:
             for setup in args.only:
                 row = measure(setup, processes, args)
+                for _ in range(2):  # measured again, up to twice, if the server restarted
+                    if row["server_restarted"]:
+                        print(" | ".join(str(row[c]) for c in COLS) + " (server restarted: again)")
+                        row = measure(setup, processes, args)
                 rows.append(row)
                 print(" | ".join(str(row[c]) for c in COLS), flush=True)
     if args.json:

@@ -423,3 +423,16 @@ def test_the_shipped_manifests_are_what_hpo_k8s_renders() -> None:
     regenerate = f"hpo {shlex.join(SHIPPED_ARGS)} -o {SHIPPED.relative_to(ROOT)}"
     assert SHIPPED.exists() and SHIPPED.read_text() == result.stdout, f"run: {regenerate}"
     assert dump_manifests([{"a": "x\ny"}]) == "---\na: |-\n  x\n  y\n"
+
+
+def test_the_readmes_hpo_k8s_commands_are_valid() -> None:
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    commands = [line.strip() for line in text.splitlines() if line.strip().startswith("hpo k8s ")]
+    assert commands, "the README's 'Run on Kubernetes' shows no `hpo k8s` command"
+    for line in commands:
+        args = shlex.split(line.split("`")[0])[1:]
+        args = [a for a in args if a not in ("-o", "k8s/")]  # the output, not written here
+        try:
+            resolve_cli(args)
+        except click.ClickException as e:
+            pytest.fail(f"README: {line}: {e.format_message()}")

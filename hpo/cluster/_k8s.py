@@ -170,7 +170,8 @@ def _postgres(options: KubernetesOptions) -> list[dict[str, Any]]:
     container = {
         "name": "postgres",
         "image": POSTGRES_IMAGE,
-        # Each worker holds a pool of two connections, its heartbeat one more.
+        # Each worker holds two pooled connections: room for twice that, the dashboard and
+        # commands run with `kubectl exec`.
         "args": ["-c", f"max_connections={max(100, 4 * options.workers + 50)}"],
         "env": [
             {"name": "POSTGRES_USER", "value": DB_USER},
