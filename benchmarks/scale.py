@@ -30,7 +30,6 @@ database per point, dropped afterwards.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy as sa
-from coordination import PG_ADMIN, SPACE, drop_storage, env, fresh_storage
+from coordination import PG_ADMIN, SPACE, append_rows, drop_storage, env, fresh_storage
 
 SPEC = """\
 name: scale
@@ -272,9 +271,7 @@ def main() -> None:
                 rows.append(row)
                 print(" | ".join(str(row[c]) for c in COLS), flush=True)
     if args.json:
-        with args.json.open("a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+        append_rows(args.json, rows)
 
 
 if __name__ == "__main__":
