@@ -394,6 +394,12 @@ def test_bad_options_fail_with_one_line_and_write_nothing(
     assert not out.exists()
 
 
+def test_a_mistyped_spec_path_is_not_taken_for_a_study_name(tmp_path: Path) -> None:
+    result = hpo_k8s("studies/no-such-spec.yaml", "-o", str(tmp_path / "out.yaml"))
+    assert result.exit_code == 2 and "no such file" in result.output
+    assert not (tmp_path / "out.yaml").exists()
+
+
 def test_a_spec_whose_storage_holds_a_password_is_refused(tmp_path: Path) -> None:
     spec = tmp_path / "leaky.yaml"
     spec.write_text(toy_spec(3) + f"storage: postgresql+psycopg://u:{PASSWORD}@db/hpo\n")

@@ -118,6 +118,7 @@ def k8s(spec_or_study: str, password_from_env: str | None, output: str | None, *
     if output is None:
         click.echo(text, nl=False)
         return
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
     _write(Path(output), text, secret=password is not None)
     click.echo(f"wrote {output} ({len(objects)} objects)", err=True)
 
@@ -129,8 +130,9 @@ def _study_and_spec(spec_or_study: str) -> tuple[str, str | None, str]:
     from hpo.storage import has_secret
 
     path = Path(spec_or_study)
-    is_path = path.is_file() or os.sep in spec_or_study
-    if not (path.suffix.lower() in (".yaml", ".yml", ".json") and is_path):
+    # Unlike the commands that read a study, nothing here would notice a mistyped spec path
+    # taken for a study name until the pods failed: a spec's suffix means a spec file.
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         return spec_or_study, None, "spec.yaml"
     # The objective need not import here: it runs in the image, not on this machine.
     loaded = load_spec(path, check_objective=False)
