@@ -350,6 +350,7 @@ def test_a_worker_pods_commands_run_the_study(spec_file: Path, pg_url: str, tmp_
         env["HPO_STORAGE"] = pg_url  # in the cluster, the Service; here, the test database
         return subprocess.Popen(
             [sys.executable, "-m", "hpo.cli", *args],
+            cwd=tmp_path,  # `hpo create` remembers its storage in ./.hpo: not in the repo
             env=hpo_env(**env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
