@@ -166,15 +166,17 @@ def run_hpo(url: str, processes: int, gate: Path, args: argparse.Namespace) -> t
     spec.write_text(SPEC.format(space=SPACE, gate=str(gate), sampler=args.sampler))
     hpo = [sys.executable, "-m", "hpo.cli"]
     base = {**env(), "HPO_STORAGE": url}
-    subprocess.run([*hpo, "create", str(spec)], check=True, env=base, capture_output=True)
+    # In the gate's directory: `hpo create` remembers its storage in ./.hpo.
+    run = {"cwd": gate, "env": base}
+    subprocess.run([*hpo, "create", str(spec)], check=True, capture_output=True, **run)
     cmd = [*hpo, "worker", "scale", "--processes", "1"]
     procs = [
-        subprocess.Popen(cmd, env=base, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **run)
         for _ in range(processes)
     ]
 
     def stop() -> None:
-        subprocess.run([*hpo, "stop", "scale"], check=True, env=base, capture_output=True)
+        subprocess.run([*hpo, "stop", "scale"], check=True, capture_output=True, **run)
 
     opened = go_and_stop(gate, procs, args, stop)
     return starts(url, "scale"), opened
