@@ -85,6 +85,7 @@ bench-all: install
 	$(BIN)/python benchmarks/coordination.py --matrix
 	$(BIN)/python benchmarks/coordination.py --sweep 1 2 4 8 16 32 --sleep 0.2 \
 	  --plot benchmarks/results/coordination_sweep.png
+	$(BIN)/python benchmarks/scale.py --json benchmarks/results/scale.jsonl
 	$(BIN)/python benchmarks/growth.py --json benchmarks/results/growth.json \
 	  --plot benchmarks/results/growth.png
 	$(BIN)/python benchmarks/worker_memory.py --json benchmarks/results/memory.json --plot benchmarks/results/memory.png

@@ -310,9 +310,14 @@ def main() -> None:
         else:
             rows += run_config(args, args.only or setups)
     if args.json:
-        with args.json.open("a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+        append_rows(args.json, rows)
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    """Append ``rows`` to a JSON-lines file, one object a line."""
+    with path.open("a") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,7 @@ def test_optuna_private_names_appear_only_in_hpo_optuna() -> None:
         "hpo.objectives",
         "hpo.reporting",
         "hpo.cli",
+        "hpo.cluster",
         "hpo._optuna",
     ],
 )

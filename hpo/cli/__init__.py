@@ -6,6 +6,7 @@ their commands on it when imported here; ``_console`` formats what they print.
 
 from hpo.cli import (  # noqa: F401  (importing them registers their commands)
     _inspect,
+    _k8s,
     _logs,
     _run,
     _slurm,
