@@ -68,6 +68,32 @@ def test_eight_workers_create_exactly_the_budget(tmp_path: Path, pg_url: str) ->
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(t.number for t in trials) == list(range(40))
     assert len({t.user_attrs["worker"] for t in trials}) > 1  # the work was shared
+    # every worker seeds TPE's start-up sampler from the spec: each must draw its own points
+    assert len({t.params["a"] for t in trials}) == 40
+
+
+def test_seeded_workers_draw_their_own_parameters(tmp_path: Path, sqlite_url: str) -> None:
+    """Workers build their samplers from the spec's seed; one that joins a study holding
+    trials (started beside another, or again after a crash) must not replay its points."""
+    spec = write_spec(
+        tmp_path / "s.yaml",
+        SPEC.format(
+            objective="toy_objectives:instant",
+            space="{a: {type: float, low: 0, high: 1}}",
+            fixed="{sleep: 0.2}",
+            sampler="{type: random, seed: 0}",
+            budget="{n_trials: 12}",
+        ),
+    )
+    assert run_hpo("create", str(spec), "--storage", sqlite_url).returncode == 0
+    run_fleet(sqlite_url, 2)
+    trials = optuna.load_study(study_name="fleet", storage=sqlite_url).get_trials()
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    assert len({t.params["a"] for t in trials}) == 12
+    # the first worker on the fresh study drew Optuna's own seeded sequence
+    plain = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    first = plain.ask({"a": optuna.distributions.FloatDistribution(0, 1)}).params["a"]
+    assert trials[0].params["a"] == first
 
 
 @pytest.mark.slow

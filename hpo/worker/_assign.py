@@ -3,6 +3,9 @@ and what a trial process is sent to run one."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -12,7 +15,8 @@ from optuna.distributions import BaseDistribution, distribution_to_json
 
 from hpo._optuna._study import frozen_trial, sample_ahead, study_id, trial_id
 from hpo.context import TrialContext
-from hpo.storage import logical_trial_number, study_checkpoint_dir
+from hpo.search import make_sampler
+from hpo.storage import logical_trial_number, study_checkpoint_dir, this_host
 from hpo.worker._protocol import TrialJob
 
 if TYPE_CHECKING:
@@ -37,14 +41,19 @@ def take_trials(
     grid: Sequence[Mapping[str, Any]] | None,
     wanted: int,
     ahead: AheadSpace | None = None,
+    *,
+    first: bool = False,
 ) -> Taken:
     """Up to ``wanted`` trials, taken from the queue or created, in one turn of the lock;
-    with ``ahead``, each also gets the define-by-run parameters finished trials show."""
+    with ``ahead``, each also gets the define-by-run parameters finished trials show.
+    ``first``: this worker's first turn, when its sampler gets its own stream."""
     ostudy = study.optuna
     trials: list[optuna.Trial] = []
     spent = False
     with study.budget.turn() as budget:
         logical, waiting = budget.logical, budget.waiting
+        if first:
+            own_stream(study, logical + waiting)
         while len(trials) < wanted:
             if not waiting:  # queued trials (retries, grid points) are taken first
                 if budget.stop or (budget.n_trials is not None and logical >= budget.n_trials):
@@ -71,6 +80,25 @@ def take_trials(
     sampled = [sample_ahead(t, space) if space else {} for t in trials]
     pairs = [{k: (v, space[k]) for k, v in values.items()} for values in sampled]
     return Taken(trials, spent, budget.uid, pairs)
+
+
+def own_stream(study: Study, trials_before: int) -> None:
+    """Give a seeded sampler a stream of its own when its worker joins a study that has trials.
+
+    Every worker builds its sampler from the spec's seed, so two workers started together,
+    or one started again after a crash, would draw the very parameters of the trials already
+    there (a random sampler; TPE's start-up trials): budget spent twice on one point, with
+    nothing to say so. Called under the study's lock, before this worker samples anything: a
+    lone worker on a fresh study keeps the seed, so its trials are Optuna's seeded sequence;
+    a later one reseeds from the seed, the trials the study holds and its own identity.
+    """
+    sampler = study.spec.sampler
+    if sampler.seed is None or trials_before == 0:
+        return
+    key = f"{sampler.seed}:{trials_before}:{this_host()}:{os.getpid()}".encode()
+    seed = int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
+    spec = dataclasses.replace(study.spec, sampler=dataclasses.replace(sampler, seed=seed))
+    study.optuna.sampler = make_sampler(spec)
 
 
 def trial_job(

@@ -127,6 +127,7 @@ class Worker:
         self._typical_s: float | None = None  # moving average of this worker's trial times
         self._host, self._pid = this_host(), os.getpid()
         self._uid: str | None = None  # the study's identity, read under the lock
+        self._took = False  # whether this worker has had a turn of the lock yet
         self._threads = trial_threads(self.threads, slot_ranks(self.slots))
         self._sigterm = sigterm_action(self.on_sigterm)
 
@@ -208,8 +209,15 @@ class Worker:
         try:
             wanted = idle + ahead  # the budget may give fewer: idle slots come first
             taken = take_trials(
-                self.study, self._storage, self._dists, self._grid, len(wanted), self._ahead
+                self.study,
+                self._storage,
+                self._dists,
+                self._grid,
+                len(wanted),
+                self._ahead,
+                first=not self._took,
             )
+            self._took = True
             self.state.budget_spent, self._uid = taken.budget_spent, taken.uid
             for proc, trial, sampled in zip(wanted, taken.trials, taken.ahead, strict=False):
                 self._send(proc, trial, sampled)
