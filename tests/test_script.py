@@ -39,7 +39,6 @@ CASES = [
     "text",
     "crash",
     "fail",
-    "silent",
     "trap",
 ]
 BASE = "model: {x: 0.0, hidden: 4}\ntraining: {epochs: 3, checkpoint_dir: ckpt, lr: 0.1}\n"
@@ -130,9 +129,6 @@ def test_a_command_study_reports_prunes_retries_and_fails_as_its_script_does(
     fail = one("fail")
     assert fail.state == S.FAIL and "exited with code 3" in fail.user_attrs["fail_reason"]
     assert "ValueError: boom" in fail.user_attrs["fail_reason"]
-    silent = one("silent")
-    assert silent.state == S.FAIL
-    assert "exited 0 without reporting 'val_loss'" in silent.user_attrs["fail_reason"]
     # the script ran in the spec's directory with the trial's environment
     seen = json.loads((dirs["client"] / f"seen-{one('client').number}.json").read_text())
     assert seen["cwd"] == str(tmp_path.resolve())
@@ -160,6 +156,22 @@ def test_a_command_study_reports_prunes_retries_and_fails_as_its_script_does(
         and "checkpoints/last.json" in (manifest["checkpoints"])
     )
     assert json.loads((out / "seen-0.json").read_text())["argv"][1] == str(out / "config.yaml")
+
+
+def test_a_script_that_never_reports_stops_the_study_after_one_trial(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Exiting 0 without a report is how the script reports (or the regex misses its lines):
+    every trial would fail the same way, so the first one stops the study, saying what the
+    script printed that nothing read."""
+    spec = _spec(tmp_path, ["silent", "client"])  # grid order: silent runs first
+    res = run_hpo("run", str(spec), "--storage", sqlite_url, cwd=tmp_path)
+    assert res.returncode != 0
+    (trial,) = optuna.load_study(study_name="toy", storage=sqlite_url).trials
+    reason = trial.user_attrs["fail_reason"]
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert "exited 0 without reporting 'val_loss'" in reason and "it printed 'done'" in reason
+    assert "without reporting 'val_loss'" in res.stderr  # the stop says why
 
 
 # -- no orphans, however the trial ends -------------------------------------------------------
@@ -473,6 +485,8 @@ BAD = [
     ("'{python} train.py --config {{config}}'", {}, ""),  # a string is split with shlex
     ('"{python} \'unterminated"', {}, "command: cannot split it"),
     ("['{{trial_dir}}/run']", {}, "the program cannot be a placeholder"),
+    ("'{python} train.py --config {{config}} > out.txt'", {}, "runs without a shell, so '>'"),
+    ("'{python} train.py --config {{config}} 2>&1'", {}, "runs without a shell, so '2>&1'"),
 ]
 
 
@@ -486,7 +500,13 @@ CONFIG_BAD = [
         "config: base.yaml",
         {"base.yaml": "model: {droput: 0.1}\n"},
         "search_space.model.dropout: the base config base.yaml has no such key; did you mean "
-        "'model.droput'?",
+        "'model.droput'? (script:",
+    ),
+    (
+        "config: base.yaml",
+        {"base.yaml": "model: {dropout: {p: 0.1, inplace: false}}\n"},
+        "search_space.model.dropout: is a section of the base config base.yaml, not a value: "
+        "name one of its keys ('model.dropout.p', 'model.dropout.inplace')",
     ),
     ("config: {model: 1}", {}, "config: names the script's base config file"),
     ("config: base.yaml\nobjective: m:f", {}, "command: give either objective or command"),

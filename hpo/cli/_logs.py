@@ -36,6 +36,9 @@ def logs(study: str, trial: int, storage: str | None, follow: bool) -> None:
     frozen = _trial(loaded, trial)
     if frozen is None:
         raise UsageError(f"study {study!r} has no trial {trial}")
+    while follow and "trial_dir" not in frozen.user_attrs and not frozen.state.is_finished():
+        time.sleep(_POLL_S)  # queued, or just started: its worker has not said where yet
+        frozen = _trial(loaded, trial)
     trial_dir = frozen.user_attrs.get("trial_dir")
     if not isinstance(trial_dir, str):
         raise UsageError(

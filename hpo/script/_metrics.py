@@ -62,6 +62,7 @@ class LineParser:
         self._last_epoch: int | None = None
         self._count = 0
         self.problems: list[str] = []  # lines that looked like reports but were not
+        self.unread: list[str] = []  # the first lines that held no report at all
 
     def parse(self, line: str) -> Report | None:
         found = self._prefixed(line)

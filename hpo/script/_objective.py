@@ -67,6 +67,8 @@ def run_command(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tup
         report = parser.parse(line)
         if report is not None:
             events.put(report)
+        elif line.strip() and len(parser.unread) < 3:  # shown if the metric never comes
+            parser.unread.append(line.strip()[:160])
 
     run = _Run(trial, ctx, spec, history_file=launch.trial_dir / "history.json")
     if launch.resume:
@@ -88,7 +90,7 @@ def run_command(trial: optuna.trial.BaseTrial, ctx: TrialContext) -> float | tup
             proc.end(spec.kill_grace_s if ended else min(spec.kill_grace_s, INTERRUPT_GRACE_S))
     finally:
         server.close()
-    return run.result(proc, parser.problems)
+    return run.result(proc, parser.problems, parser.unread)
 
 
 @dataclass
@@ -159,10 +161,11 @@ class _Run:
             stop = self._epoch(report.epoch, report.metrics)
             if report.reply is not None:
                 report.reply(stop)
-            if stop and (report.reply is None or told):
-                self._end_soon(0.0)  # reported through its output, or ignored the verdict
-            elif stop:
+            if stop and report.reply is None:
+                self._end_soon(0.0)  # reported through its output: nothing else tells it
+            elif stop and not told:
                 self._end_soon(self.spec.kill_grace_s)  # the call said stop: time to exit
+            # told before and reporting on: it keeps the deadline the verdict gave it
         elif report.reply is not None:
             report.reply(self.pruned_at is not None)
         self._answer_asks()
@@ -207,7 +210,9 @@ class _Run:
         self.asks = waiting
 
     # -- how it ended ----------------------------------------------------------------
-    def result(self, proc: ScriptProcess, problems: list[str]) -> float | tuple[float, ...]:
+    def result(
+        self, proc: ScriptProcess, problems: list[str], unread: list[str]
+    ) -> float | tuple[float, ...]:
         code = proc.popen.returncode
         epochs = sorted(self.history)
         attrs: dict[str, Any] = {
@@ -227,7 +232,7 @@ class _Run:
         chosen = self._chosen_epoch()
         if chosen is None:
             self._set_attrs(attrs, stop_reason="failed")
-            self._never_reported(problems)
+            self._never_reported(problems, unread)
         assert chosen is not None
         row = self.history[chosen]
         self._set_attrs({**attrs, "best_epoch": chosen, **row}, stop_reason="completed")
@@ -251,7 +256,7 @@ class _Run:
 
         return min(complete, key=key)
 
-    def _never_reported(self, problems: list[str]) -> None:
+    def _never_reported(self, problems: list[str], unread: list[str]) -> None:
         seen = sorted({m for row in self.history.values() for m in row})
         missing = [m for m in self.ctx.metrics if not any(m in r for r in self.history.values())]
         what = ", ".join(repr(m) for m in missing)
@@ -267,7 +272,10 @@ class _Run:
         if self.spec.stdout_regex:
             how += ", or print lines script.stdout_regex matches"
         extra = f"; ignored: {problems[0]}" if problems else ""
-        raise ScriptFailed(f"the command exited 0 without reporting {what}: {how}{extra}")
+        printed = f"; it printed {unread[0]!r}, which no report matched" if unread else ""
+        # Nothing reported at all is how the script reports (or a regex that does not match
+        # its lines): every trial would spend its budget failing the same way.
+        raise StopStudy(f"the command exited 0 without reporting {what}: {how}{extra}{printed}")
 
     def _set_attrs(self, attrs: Mapping[str, Any], *, stop_reason: str) -> None:
         for key, value in {**attrs, "stop_reason": stop_reason}.items():

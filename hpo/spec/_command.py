@@ -109,6 +109,16 @@ def has_key(config: Mapping[str, Any], dotted: str) -> bool:
     return True
 
 
+def _value_at(config: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted key, or None where there is none."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
     """Set a dotted key, creating the mappings on its way (only new keys need that)."""
     *parents, last = dotted.split(".")
@@ -242,12 +252,26 @@ def _spec_dir(source: str) -> Path:
     return path.resolve().parent if path.is_file() else Path.cwd()
 
 
+# Shell syntax in the string form of a command: hpo runs no shell, so each would be an argument.
+_SHELL_SYNTAX = frozenset({"|", "||", "&&", ";", "&", ">", ">>", "<", "2>&1", "&>"})
+
+
 def _argv(v: Validator, raw: Any) -> list[str]:
     if isinstance(raw, str):
         try:
             argv = shlex.split(raw)
         except ValueError as e:
             raise SpecError(v.source, "command", raw, f"cannot split it: {one_line(e)}") from None
+        shell = [a for a in argv if a in _SHELL_SYNTAX or a.startswith(("2>", ">", "<"))]
+        if shell:
+            raise SpecError(
+                v.source,
+                "command",
+                raw,
+                f"runs without a shell, so {shell[0]!r} would reach the program as an argument; "
+                "hpo keeps the output in the trial's logs already (for shell syntax: "
+                "[sh, -c, '...'])",
+            )
     elif isinstance(raw, list) and all(isinstance(a, str) for a in raw):
         argv = list(raw)
     else:
@@ -383,15 +407,26 @@ def _check_config(
         return
     leaves = list(leaf_keys(config))
     for name in params:
+        section = "fixed" if name in fixed else "search_space"
+        node = _value_at(config, name)
+        if isinstance(node, Mapping) and node and not isinstance(fixed.get(name), Mapping):
+            # Writing one value there would drop the whole section (the keys under it)
+            inner = [k for k in leaves if k.startswith(f"{name}.")]
+            raise SpecError(
+                v.source,
+                dot(section, name),
+                None,
+                f"is a section of the base config {Path(path).name}, not a value: name one of "
+                f"its keys ({', '.join(repr(k) for k in inner[:4])})",
+            )
         if name in used or has_key(config, name):
             continue  # a parameter its own placeholder passes need not be in the config
-        section = "fixed" if name in fixed else "search_space"
         hint = suggest(name, leaves)
-        tip = f"did you mean {hint[0]!r}? " if hint else ""
+        tip = f"; did you mean {hint[0]!r}?" if hint else ""
         raise SpecError(
             v.source,
             dot(section, name),
             None,
-            f"the base config {Path(path).name} has no such key; {tip}"
+            f"the base config {Path(path).name} has no such key{tip} "
             "(script: {config_new_keys: true} adds keys it lacks)",
         )

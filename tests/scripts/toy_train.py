@@ -100,7 +100,7 @@ for epoch in range(start, epochs + 1):
             time.sleep(0.3)  # the forked rank writes its verdict
             sys.exit(0)
         if case == "ignore-prune":
-            time.sleep(0.2)
+            time.sleep(0.6)  # past kill_grace_s (1 s) after the verdict at epoch 1
     elif case in ("json", "json-prune", "crash", "trap"):
         print("[hpo] " + json.dumps({"epoch": epoch, "val_loss": loss}))
     elif case == "text":
