@@ -101,20 +101,18 @@ def write_config(data: Mapping[str, Any], path: Path) -> None:
 
 
 def has_key(config: Mapping[str, Any], dotted: str) -> bool:
+    return _value_at(config, dotted, _MISSING) is not _MISSING
+
+
+_MISSING = object()
+
+
+def _value_at(config: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    """The value at a dotted key, or ``default`` where there is none."""
     node: Any = config
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _value_at(config: Mapping[str, Any], dotted: str) -> Any:
-    """The value at a dotted key, or None where there is none."""
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
+            return default
         node = node[part]
     return node
 
