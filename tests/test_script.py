@@ -145,6 +145,7 @@ def test_a_command_study_reports_prunes_retries_and_fails_as_its_script_does(
     logs = run_hpo("logs", "toy", str(first.number), "--storage", any_url, cwd=tmp_path)
     assert logs.returncode == 0, logs.stderr
     assert '[hpo] {"epoch": 2' in logs.stdout and "CUDA out of memory" in logs.stderr
+    assert f"other attempts of this trial: {retry.number}" in logs.stderr  # the retry's
     # hpo retrain runs the command once more, in its own directory
     from hpo.study import load_study, retrain_trial
 

@@ -57,6 +57,15 @@ def logs(study: str, trial: int, storage: str | None, follow: bool) -> None:
     if follow:  # what it wrote as it finished
         for (path, stream), offset in zip(streams, offsets, strict=True):
             _copy(path, stream, offset)
+    others = _other_attempts(out.parent, trial)
+    if others:  # retries of one logical trial share its directory, each with its own logs
+        shown = ", ".join(str(n) for n in others)
+        click.echo(f"other attempts of this trial: {shown} (hpo logs {study} N)", err=True)
+
+
+def _other_attempts(logs: Path, number: int) -> list[int]:
+    found = (p.name.partition(".")[0] for p in logs.glob("*.stdout.log"))
+    return sorted(int(n) for n in found if n.isdigit() and int(n) != number)
 
 
 def _trial(study: Any, number: int) -> Any:
