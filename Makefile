@@ -38,7 +38,9 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	@# Two processes, a test file each at a time: most tests wait on real subprocesses, so the
+	@# suite takes about 8 minutes here instead of 13.
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 	$(MAKE) --no-print-directory optuna-contract
 
 # Optuna's own tests for what hpo replaces, run against hpo's classes: taken from the installed

@@ -89,6 +89,9 @@ POLL_S = 0.5  # how long the loop blocks waiting for trial processes between tic
 # A scheduler ending a job signals each of its processes: a trial process ended that way is
 # seen a moment before the worker's own signal may be; this long, the worker waits for it.
 OWN_SIGNAL_WAIT_S = 2.0
+# A signal repeated within this long is one request heard twice (`timeout` signals its child,
+# then its whole process group); a person sending it again takes longer.
+SAME_SIGNAL_S = 0.1
 START_TIMEOUT_S = 300  # importing torch on a cold disk can be slow
 
 
@@ -128,6 +131,7 @@ class Worker:
         self._host, self._pid = this_host(), os.getpid()
         self._uid: str | None = None  # the study's identity, read under the lock
         self._took = False  # whether this worker has had a turn of the lock yet
+        self._last_signal: tuple[int, float] | None = None  # (signal, when), to drop echoes
         self._threads = trial_threads(self.threads, slot_ranks(self.slots))
         self._sigterm = sigterm_action(self.on_sigterm)
 
@@ -463,6 +467,13 @@ class Worker:
 
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
+        now = time.monotonic()
+        last = self._last_signal
+        if last is not None and last[0] == signum and now - last[1] < SAME_SIGNAL_S:
+            # One request, delivered twice: `timeout` signals its child and then its whole
+            # process group, so the worker hears it both ways within microseconds.
+            return
+        self._last_signal = (signum, now)
         self.summary.signal = self.summary.signal or signum  # the exit code tells it
         if signum == signal.SIGUSR1 or (signum == signal.SIGTERM and self._sigterm == "preempt"):
             self.state.preempt(f"worker preempted ({name})")
