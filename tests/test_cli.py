@@ -141,3 +141,12 @@ def test_run_called_in_process_returns_to_its_caller(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "best trial #" in res.stdout and "caller continues, code 0" in res.stdout
+
+
+@pytest.mark.parametrize("command", ["status", "slurm", "k8s"])
+def test_a_missing_spec_path_is_said_to_be_missing(tmp_path: Path, command: str) -> None:
+    """A mistyped spec path is an error naming the file, not a study name looked up."""
+    args = [command, "no-such-spec.yaml"] + (["--dry-run"] if command == "slurm" else [])
+    res = run_hpo(*args, cwd=tmp_path)
+    assert res.returncode == 2 and "no-such-spec.yaml: no such file" in res.stderr, res.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written

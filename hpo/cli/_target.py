@@ -41,9 +41,14 @@ def storage_origin(storage: str | None, spec_storage: str | None, url: str) -> s
 
 
 def spec_path(study: str) -> Path | None:
-    """STUDY as the path of a spec, or None when it is a study name."""
+    """STUDY as the path of a spec, or None when it is a study name.
+
+    A name ending in .yaml or .yml is a spec's path even when no such file exists, so a
+    mistyped path is said to be missing rather than looked up as a study's name.
+    """
     path = Path(study)
-    if path.suffix.lower() in (".yaml", ".yml", ".json") and (path.is_file() or os.sep in study):
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml") or (suffix == ".json" and (path.is_file() or os.sep in study)):
         return path
     return None
 
