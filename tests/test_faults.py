@@ -280,6 +280,7 @@ def _restart_postgres() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.restarts_postgres
 @pytest.mark.skipif(
     not _pg_restart_possible() and os.environ.get("CI") != "true",
     reason="restarting PostgreSQL needs root and pg_ctlcluster",
